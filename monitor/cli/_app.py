@@ -1,0 +1,158 @@
+"""The `persistence-monitor` command line (DESIGN.md §3.1).
+
+Exit codes: 0 success; 1 a run failed or is partial (some cells failed); 2 bad configuration or
+usage — always with a message naming the field, never a traceback or a secret's value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from .. import __version__
+from ..errors import ConfigError, MonitorError
+from ..settings import Settings, find_config, load_settings
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_DEMO_DIR = "persistence-monitor-demo"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="persistence-monitor",
+        description="Is each deployed pre-trained model still persistent? Re-runs a compact fine-tune grid "
+        "(tasks × datasets × strategies × seeds) and scores it.",
+    )
+    parser.add_argument("--version", action="version", version=f"persistence-monitor {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def config_options(sub: argparse.ArgumentParser, demo: bool) -> None:
+        group = sub.add_mutually_exclusive_group()
+        group.add_argument(
+            "--config",
+            metavar="FILE",
+            help="config file (default: $PM_CONFIG, else ./persistence-monitor.yaml)",
+        )
+        if demo:
+            group.add_argument(
+                "--demo",
+                action="store_true",
+                help=f"use the demo workspace (built on first use in ./{DEFAULT_DEMO_DIR}, or $PM_DEMO_DIR)",
+            )
+
+    run_once = commands.add_parser("run-once", help="evaluate the grid once, store and print the results")
+    config_options(run_once, demo=True)
+    run_once.add_argument(
+        "--json", action="store_true", help="print the run document (JSON) on stdout, nothing else"
+    )
+
+    demo = commands.add_parser("demo", help="write a self-contained demo workspace")
+    demo.add_argument(
+        "dir", nargs="?", default=None, metavar="DIR", help=f"where (default ./{DEFAULT_DEMO_DIR})"
+    )
+    demo.add_argument("--force", action="store_true", help="rebuild even if DIR already holds a demo")
+
+    check = commands.add_parser(
+        "check-config", help="validate a config, resolve every model and source, show the grid"
+    )
+    config_options(check, demo=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    err = Console(stderr=True, highlight=False)
+    out = Console(highlight=False)
+    try:
+        if args.command == "run-once":
+            return _run_once(args, out, err)
+        if args.command == "demo":
+            from ..demo import build_demo
+
+            target = Path(args.dir or os.environ.get("PM_DEMO_DIR") or DEFAULT_DEMO_DIR)
+            config = build_demo(target, force=args.force, console=err)
+            err.print(
+                f"demo workspace ready: {target}\n"
+                f"  persistence-monitor run-once --config {config}\n"
+                f"  persistence-monitor check-config --config {config}"
+            )
+            return EXIT_OK
+        if args.command == "check-config":
+            from ._check import check_config
+
+            return check_config(_settings(args, err), out)
+    except ConfigError as exc:
+        _error(exc)
+        return EXIT_USAGE
+    except MonitorError as exc:
+        _error(exc)
+        return EXIT_RUN_FAILED
+    except KeyboardInterrupt:
+        err.print("interrupted: finished fine-tunes are stored; the next run resumes from them")
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _error(exc: BaseException) -> None:
+    # Plain text, never wrapped or styled: people grep these and paste them into tickets.
+    sys.stderr.write(f"error: {exc}\n")
+    sys.stderr.flush()
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _settings(args: argparse.Namespace, err: Console) -> Settings:
+    if getattr(args, "demo", False):
+        from ..demo import build_demo
+
+        path = build_demo(Path(os.environ.get("PM_DEMO_DIR") or DEFAULT_DEMO_DIR), console=err)
+    else:
+        path = find_config(args.config)
+    return load_settings(path)
+
+
+def _run_once(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from ..engine import LocalExecutor
+    from ..pipeline import run_document, run_evaluation
+    from ..store import Store
+    from ._console import ProgressObserver, render_report
+
+    settings = _settings(args, err)
+    store = Store.open(settings.resolved_database_url)
+    executor = LocalExecutor(settings.device, cell_timeout=settings.executor.cell_timeout)
+    try:
+        with ProgressObserver(err) as observer:
+            report = run_evaluation(settings, store, executor, trigger="cli", observer=observer)
+    finally:
+        executor.close()
+        store.close()
+    if args.json:
+        document = run_document(
+            report.run_id, report.status, report.seconds, [(m.score, m.cells) for m in report.models]
+        )
+        sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
+        sys.stdout.flush()
+    else:
+        render_report(report, out)
+    return EXIT_OK if report.status == "completed" else EXIT_RUN_FAILED

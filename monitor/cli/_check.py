@@ -1,0 +1,121 @@
+"""`check-config`: validate, resolve every model and source, and show what the grid will be."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..errors import MonitorError
+from ..settings import Settings, redact_url
+from ..sources import list_snapshots, model_version
+
+__all__ = ["check_config"]
+
+
+def check_config(settings: Settings, out: Console) -> int:
+    """Print the resolved configuration; exit code 2 when a model or a source does not resolve."""
+    from ..models import load_backbone  # imports torch: only this command needs it
+
+    problems = 0
+    database = settings.resolved_database_url
+    out.print(f"state_dir  {settings.state_dir}")
+    out.print(f"database   {_hide_password(database)}")
+    out.print(f"device     {settings.device}")
+
+    models = Table(title="models", title_justify="left")
+    for column in ("model", "architecture", "version", "features", "stages", "status"):
+        models.add_column(column)
+    for spec in settings.models:
+        try:
+            version = model_version(spec, state_dir=settings.state_dir, config_dir=settings.config_dir)
+            backbone = load_backbone(spec, config_dir=settings.config_dir)
+            stages = ", ".join(name for name, _ in backbone.stages[-3:])
+            models.add_row(
+                spec.name,
+                spec.architecture,
+                version.version,
+                str(backbone.feature_dim),
+                f"{len(backbone.stages)} (… {stages})",
+                Text("ok", style="green"),
+            )
+            for strategy in settings.strategies:
+                if strategy.mode == "partial" and (strategy.trainable_blocks or 0) > len(backbone.stages):
+                    problems += 1
+                    models.add_row(
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        Text(
+                            f"strategy {strategy.name}: trainable_blocks {strategy.trainable_blocks} > "
+                            f"{len(backbone.stages)} stages",
+                            style="red",
+                        ),
+                    )
+        except MonitorError as exc:
+            problems += 1
+            models.add_row(spec.name, spec.architecture, "-", "-", "-", Text(str(exc), style="red"))
+    out.print(models)
+
+    datasets = Table(title="datasets", title_justify="left")
+    for column in ("task", "metric", "dataset", "source", "complete snapshots", "latest"):
+        datasets.add_column(column)
+    for task in settings.tasks:
+        for dataset in task.datasets:
+            source = redact_url(dataset.source)
+            try:
+                found = list_snapshots(task.name, dataset, state_dir=settings.state_dir)
+            except MonitorError as exc:
+                problems += 1
+                datasets.add_row(
+                    task.name, task.metric, dataset.name, source, Text(str(exc), style="red"), "-"
+                )
+                continue
+            latest = found[-1].snapshot if found else Text("none yet", style="yellow")
+            datasets.add_row(task.name, task.metric, dataset.name, source, str(len(found)), latest)
+    out.print(datasets)
+
+    strategies = Table(title="strategies", title_justify="left")
+    for column in ("strategy", "mode", "optimizer", "lr", "epochs", "batch", "weight decay", "blocks"):
+        strategies.add_column(column)
+    for s in settings.strategies:
+        strategies.add_row(
+            s.name,
+            s.mode,
+            s.optimizer,
+            f"{s.lr:g}",
+            str(s.epochs),
+            str(s.batch_size),
+            f"{s.weight_decay:g}",
+            str(s.trainable_blocks or "-"),
+        )
+    out.print(strategies)
+
+    n_datasets = [len(t.datasets) for t in settings.tasks]
+    per_model = sum(n_datasets) * len(settings.strategies) * len(settings.seeds)
+    total = per_model * len(settings.models)
+    if len(set(n_datasets)) == 1:
+        shape = f"{len(settings.tasks)} tasks × {n_datasets[0]} datasets"
+    else:
+        shape = f"({' + '.join(map(str, n_datasets))}) datasets over {len(settings.tasks)} tasks"
+    out.print(
+        f"grid: {len(settings.models)} models × {shape} × {len(settings.strategies)} strategies × "
+        f"{len(settings.seeds)} seeds = [bold]{total}[/bold] fine-tunes "
+        f"({sum(n_datasets) * len(settings.strategies) * len(settings.models)} cells)"
+    )
+    if problems:
+        out.print(f"[red bold]{problems} problem(s)[/red bold]: fix them before running")
+        return 2
+    out.print("[green]configuration ok[/green]")
+    return 0
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparseable database_url)"

@@ -1,0 +1,301 @@
+"""Run work groups in long-lived worker processes, one per device, and survive their failures.
+
+This module does not import torch: the worker processes do (`monitor.engine.training`). The
+parent talks to each worker over a pipe:
+
+    parent -> worker   ("group", WorkGroup) | ("stop",)
+    worker -> parent   ("hello", devices)            once, after torch is imported (or ("fatal", why))
+                       ("started", (key, ...))       these trials are now running
+                       ("result", TrialResult)       one per trial
+                       ("error", message)            the group cannot run (e.g. bad weights)
+                       ("done",)                     the group is finished
+
+Guarantee: every trial of every group handed to `run` gets exactly one result, `failed` with a
+reason when its worker crashed, hung past `cell_timeout`, or the group could not run. A crashed or
+hung worker is replaced, and the group's remaining trials go on in the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import logging
+import multiprocessing
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any, Protocol
+
+from ..errors import MonitorError
+from ..types import TrialResult
+from ._plan import TrialSpec, WorkGroup
+
+__all__ = ["Executor", "InlineExecutor", "LocalExecutor", "ResultCallback"]
+
+log = logging.getLogger(__name__)
+
+ResultCallback = Callable[[TrialSpec, TrialResult], None]
+_TRAINING = "monitor.engine.training"
+_START_TIMEOUT = 300.0  # importing torch (and CUDA init) on a cold, busy machine can be slow
+
+
+class Executor(Protocol):
+    def run(self, groups: Sequence[WorkGroup], on_result: ResultCallback) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _failed(trial: TrialSpec, message: str) -> TrialResult:
+    return TrialResult(
+        key=trial.key, seed=trial.seed, status="failed", score=None, seconds=0.0, error=message
+    )
+
+
+class InlineExecutor:
+    """Runs groups in this process (tests, benchmarks, `--inline`); imports torch on first use."""
+
+    def __init__(self, device: str = "auto") -> None:
+        self._device_setting = device
+        self._device: str | None = None
+
+    def run(self, groups: Sequence[WorkGroup], on_result: ResultCallback) -> None:
+        training: Any = importlib.import_module(_TRAINING)
+        if self._device is None:
+            self._device = training.resolve_devices(self._device_setting)[0]
+        for group in groups:
+            by_key = {t.key: t for t in group.trials}
+            done: set[str] = set()
+
+            def emit(
+                message: tuple[Any, ...], by_key: dict[str, TrialSpec] = by_key, done: set[str] = done
+            ) -> None:
+                if message[0] == "result":
+                    result: TrialResult = message[1]
+                    done.add(result.key)
+                    on_result(by_key[result.key], result)
+
+            try:
+                training.run_group(group, self._device, emit)
+            except Exception as exc:  # a group-level failure fails its remaining trials, never the run
+                text = str(exc) if isinstance(exc, MonitorError) else f"{type(exc).__name__}: {exc}"
+                for trial in group.trials:
+                    if trial.key not in done:
+                        on_result(trial, _failed(trial, text))
+
+    def close(self) -> None:
+        pass
+
+
+def _worker_main(conn: Connection, device: str, announce: bool) -> None:
+    """Entry point of a worker process (a trampoline: torch is imported only here, in the child)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    training: Any = importlib.import_module(_TRAINING)
+    training.serve(conn, device, announce)
+
+
+@dataclasses.dataclass
+class _Worker:
+    device: str
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    group: WorkGroup | None = None
+    remaining: dict[str, TrialSpec] = dataclasses.field(default_factory=dict)
+    running: set[str] = dataclasses.field(default_factory=set)
+    deadline: float = float("inf")
+
+
+class LocalExecutor:
+    """One long-lived worker process per device; groups are queued and handed to idle workers."""
+
+    def __init__(
+        self, device: str = "auto", *, cell_timeout: float = 3600.0, max_workers: int | None = None
+    ) -> None:
+        self._device_setting = device
+        self._cell_timeout = cell_timeout
+        self._max_workers = max_workers
+        self._context = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA
+        self._workers: list[_Worker] = []
+        self._devices: list[str] = []
+        self._cancelled = False
+        self._crashes: dict[str, int] = {}  # group id -> crashes with no trial running
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> list[str]:
+        """Start the workers (one per device found by the first); return the devices."""
+        if self._workers:
+            return self._devices
+        first = self._spawn(self._device_setting, announce=True)
+        message = self._recv(first, timeout=_START_TIMEOUT)
+        if message is None or message[0] != "hello":
+            self._kill(first)
+            if message is not None and message[0] == "fatal":
+                raise MonitorError(f"cannot start a worker on device {self._device_setting!r}: {message[1]}")
+            raise MonitorError("the worker process did not start; see its output above (stderr)")
+        self._devices = list(message[1])[: self._max_workers or None]
+        first.device = self._devices[0]
+        self._workers.append(first)
+        for device in self._devices[1:]:
+            self._workers.append(self._spawn(device, announce=False))
+        return self._devices
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Ask the workers to stop; kill those that do not within `timeout`."""
+        for worker in self._workers:
+            with contextlib.suppress(OSError, BrokenPipeError):
+                worker.conn.send(("stop",))
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                self._kill(worker)
+            worker.conn.close()
+        self._workers.clear()
+
+    def cancel(self) -> None:
+        """Stop handing out groups; trials not started get `failed` results when `run` returns."""
+        self._cancelled = True
+
+    def __enter__(self) -> LocalExecutor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(self, groups: Sequence[WorkGroup], on_result: ResultCallback) -> None:
+        self.start()
+        self._cancelled = False
+        queue: deque[WorkGroup] = deque(groups)
+        while queue or any(w.group is not None for w in self._workers):
+            for worker in self._workers:
+                if worker.group is None and queue and not self._cancelled:
+                    self._assign(worker, queue.popleft())
+            if self._cancelled:
+                while queue:
+                    for trial in queue.popleft().trials:
+                        on_result(
+                            trial,
+                            _failed(trial, "cancelled before it started (the monitor is shutting down)"),
+                        )
+            busy = [w for w in self._workers if w.group is not None]
+            if not busy:
+                continue
+            timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
+            ready = wait(
+                [w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=min(timeout, 1.0)
+            )
+            for worker in busy:
+                if worker.conn in ready or worker.process.sentinel in ready:
+                    self._drain(worker, on_result, queue)
+                elif time.monotonic() > worker.deadline:
+                    self._on_hang(worker, on_result, queue)
+
+    def _assign(self, worker: _Worker, group: WorkGroup) -> None:
+        worker.group = group
+        worker.remaining = {t.key: t for t in group.trials}
+        worker.running = set()
+        worker.deadline = time.monotonic() + self._cell_timeout
+        worker.conn.send(("group", group))
+
+    def _drain(self, worker: _Worker, on_result: ResultCallback, queue: deque[WorkGroup]) -> None:
+        while worker.group is not None:
+            try:
+                if not worker.conn.poll():
+                    if not worker.process.is_alive():
+                        raise EOFError
+                    return
+                message = worker.conn.recv()
+            except (EOFError, OSError):
+                self._on_crash(worker, on_result, queue)
+                return
+            kind = message[0]
+            if kind == "started":
+                worker.running = set(message[1])
+                worker.deadline = time.monotonic() + self._cell_timeout
+            elif kind == "result":
+                result: TrialResult = message[1]
+                trial = worker.remaining.pop(result.key, None)
+                worker.running.discard(result.key)
+                worker.deadline = time.monotonic() + self._cell_timeout
+                if trial is not None:
+                    on_result(trial, result)
+            elif kind == "error":
+                for trial in worker.remaining.values():
+                    on_result(trial, _failed(trial, message[1]))
+                worker.remaining.clear()
+            elif kind == "done":
+                for trial in worker.remaining.values():  # defensive: the worker forgot some
+                    on_result(trial, _failed(trial, "the worker finished the group without a result for it"))
+                worker.group = None
+                worker.remaining.clear()
+                worker.deadline = float("inf")
+
+    def _on_crash(self, worker: _Worker, on_result: ResultCallback, queue: deque[WorkGroup]) -> None:
+        worker.process.join(1.0)
+        code = worker.process.exitcode
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        self._replace(worker, f"the worker process died ({how}) while running it", on_result, queue)
+
+    def _on_hang(self, worker: _Worker, on_result: ResultCallback, queue: deque[WorkGroup]) -> None:
+        self._replace(
+            worker,
+            f"timed out after {self._cell_timeout:.0f}s (executor.cell_timeout); the worker was replaced",
+            on_result,
+            queue,
+        )
+
+    def _replace(
+        self, worker: _Worker, reason: str, on_result: ResultCallback, queue: deque[WorkGroup]
+    ) -> None:
+        group = worker.group
+        assert group is not None
+        log.warning("work group %s: %s", group.id, reason)
+        self._kill(worker)
+        running = [worker.remaining.pop(k) for k in list(worker.running) if k in worker.remaining]
+        if not running:
+            # Nothing was running: the group itself breaks the worker (e.g. loading the model).
+            # Retry once in a fresh worker, then give up on the whole group.
+            self._crashes[group.id] = self._crashes.get(group.id, 0) + 1
+            if self._crashes[group.id] >= 2:
+                running = list(worker.remaining.values())
+                worker.remaining.clear()
+        for trial in running:
+            on_result(trial, _failed(trial, reason))
+        if worker.remaining:
+            queue.appendleft(dataclasses.replace(group, trials=tuple(worker.remaining.values())))
+        fresh = self._spawn(worker.device, announce=False)
+        worker.process, worker.conn = fresh.process, fresh.conn
+        worker.group, worker.remaining, worker.running = None, {}, set()
+        worker.deadline = float("inf")
+
+    # -- processes ----------------------------------------------------------------------------
+
+    def _spawn(self, device: str, *, announce: bool) -> _Worker:
+        parent, child = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=_worker_main, args=(child, device, announce), name=f"pm-worker-{device}", daemon=True
+        )
+        process.start()
+        child.close()
+        return _Worker(device=device, process=process, conn=parent)
+
+    @staticmethod
+    def _recv(worker: _Worker, *, timeout: float) -> Any:
+        if worker.conn.poll(timeout):
+            try:
+                return worker.conn.recv()
+            except (EOFError, OSError):
+                return None
+        return None
+
+    @staticmethod
+    def _kill(worker: _Worker) -> None:
+        if worker.process.is_alive():
+            worker.process.kill()
+        worker.process.join(5.0)

@@ -1,0 +1,79 @@
+"""Content keys of trials: a hash of everything that determines one fine-tune's result.
+
+A result whose key is stored is never recomputed. Names (of models, tasks, strategies) are not
+part of the key — renaming a strategy in the config must not throw its results away — but every
+field that changes what is computed is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ..settings import ModelSpec, StrategySpec, TaskSpec
+from ..types import ModelVersion
+
+__all__ = ["PROTOCOL_VERSION", "config_digest", "trial_key"]
+
+# Bump when the training or evaluation protocol changes meaning (schedule, init, metrics, data
+# preparation): every key changes with it and the grid is recomputed once.
+PROTOCOL_VERSION = 1
+
+
+def _digest(payload: Any) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def model_fingerprint(model: ModelSpec, version: ModelVersion) -> dict[str, Any]:
+    return {
+        "architecture": model.architecture,
+        "weights_digest": version.digest,
+        "head": model.head,
+        "blocks": model.blocks,
+        "image_size": model.image_size,
+        "normalize": [list(model.normalize.mean), list(model.normalize.std)],
+    }
+
+
+def task_fingerprint(task: TaskSpec) -> dict[str, Any]:
+    return {
+        "metric": task.metric,
+        "train_per_class": task.train_per_class,
+        "test_per_class": task.test_per_class,
+        "test_fraction": task.test_fraction,
+    }
+
+
+def strategy_fingerprint(strategy: StrategySpec) -> dict[str, Any]:
+    fields = strategy.model_dump(exclude={"name"})
+    if strategy.optimizer != "sgd":
+        fields.pop("momentum")  # has no effect on adamw: changing it must not invalidate results
+    return fields
+
+
+def trial_key(
+    model: ModelSpec,
+    version: ModelVersion,
+    task: TaskSpec,
+    snapshot_digest: str,
+    strategy: StrategySpec,
+    seed: int,
+) -> str:
+    """The key of one fine-tune: protocol, model version, task, snapshot content, strategy, seed."""
+    return _digest(
+        {
+            "protocol": PROTOCOL_VERSION,
+            "model": model_fingerprint(model, version),
+            "task": task_fingerprint(task),
+            "snapshot": snapshot_digest,
+            "strategy": strategy_fingerprint(strategy),
+            "seed": seed,
+        }
+    )
+
+
+def config_digest(payload: Any) -> str:
+    """A short digest of a configuration document, stored with each run."""
+    return _digest(payload)[:16]

@@ -1,0 +1,85 @@
+"""Optimizers for a stack of H linear heads trained as one batched op, and the LR schedule.
+
+They follow torch.optim.SGD (momentum, coupled weight decay, no dampening) and torch.optim.AdamW
+(decoupled weight decay) exactly, with a learning rate and weight decay *per head*; a test checks
+them against torch.optim on single heads. Heads marked inactive (diverged) are frozen as they are.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["BatchedAdamW", "BatchedSGD", "cosine_factor", "init_head"]
+
+
+def cosine_factor(step: int, total: int) -> float:
+    """Cosine decay from 1 to 0 over `total` steps, no warm-up (the compact protocol's schedule)."""
+    return 0.5 * (1.0 + math.cos(math.pi * step / max(1, total)))
+
+
+def init_head(
+    out_features: int, in_features: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fresh classifier drawn like `nn.Linear`'s default: U(-1/sqrt(in), 1/sqrt(in)) for both tensors."""
+    bound = 1.0 / math.sqrt(in_features)
+    weight = (torch.rand(out_features, in_features, generator=generator) * 2 - 1) * bound
+    bias = (torch.rand(out_features, generator=generator) * 2 - 1) * bound
+    return weight, bias
+
+
+def _per_head(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return values.view(-1, *([1] * (like.ndim - 1)))
+
+
+class BatchedSGD:
+    def __init__(
+        self, params: list[torch.Tensor], lr: torch.Tensor, weight_decay: torch.Tensor, momentum: float
+    ) -> None:
+        self.params, self.lr, self.weight_decay, self.momentum = params, lr, weight_decay, momentum
+        self._buffers: list[torch.Tensor | None] = [None] * len(params)
+
+    @torch.no_grad()
+    def step(self, factor: float, active: torch.Tensor) -> None:
+        for i, p in enumerate(self.params):
+            assert p.grad is not None
+            grad = p.grad + _per_head(self.weight_decay, p) * p
+            if self.momentum:
+                buf = self._buffers[i]
+                buf = grad.clone() if buf is None else buf.mul_(self.momentum).add_(grad)
+                self._buffers[i] = buf
+                grad = buf
+            update = _per_head(self.lr * factor, p) * grad
+            p.copy_(torch.where(_per_head(active, p), p - update, p))
+
+
+class BatchedAdamW:
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        lr: torch.Tensor,
+        weight_decay: torch.Tensor,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.params, self.lr, self.weight_decay = params, lr, weight_decay
+        self.betas, self.eps = betas, eps
+        self._m = [torch.zeros_like(p) for p in params]
+        self._v = [torch.zeros_like(p) for p in params]
+        self._t = 0
+
+    @torch.no_grad()
+    def step(self, factor: float, active: torch.Tensor) -> None:
+        self._t += 1
+        beta1, beta2 = self.betas
+        for p, m, v in zip(self.params, self._m, self._v, strict=True):
+            assert p.grad is not None
+            lr = _per_head(self.lr * factor, p)
+            keep = _per_head(active, p)
+            decayed = p * (1 - lr * _per_head(self.weight_decay, p))
+            m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+            v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+            denom = (v.sqrt() / math.sqrt(1 - beta2**self._t)).add_(self.eps)
+            new = decayed - (lr / (1 - beta1**self._t)) * m / denom
+            p.copy_(torch.where(keep, new, p))

@@ -1,0 +1,82 @@
+"""The one exception tree of persistence-monitor.
+
+Third-party errors (torch, PIL, SQLAlchemy, httpx, pydantic) are translated at the boundary into
+one of these, with a message that says what is wrong *and* what the user should do about it.
+Messages never contain secret values.
+
+    MonitorError
+    ├── ConfigError              bad configuration or usage            (CLI exit code 2)
+    ├── SourceError              a snapshot source cannot be listed or read
+    │   └── SnapshotRejected     a snapshot is unusable (reason code + explanation)
+    ├── ModelError               a model cannot be built or its weights do not fit
+    ├── DataError                a decoded-data cache file is unusable
+    ├── StoreError               the database cannot be reached or migrated
+    └── CellError                one fine-tune could not run (becomes a `failed` cell, never raised
+                                 past the executor)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CellError",
+    "ConfigError",
+    "DataError",
+    "ModelError",
+    "MonitorError",
+    "SnapshotRejected",
+    "SourceError",
+    "StoreError",
+]
+
+
+class MonitorError(Exception):
+    """Root of every error persistence-monitor raises on purpose."""
+
+
+class ConfigError(MonitorError):
+    """The configuration (or the command line) is invalid.
+
+    `problems` holds one `(field_path, message)` pair per problem so that every mistake in a file
+    is reported at once, e.g. `("tasks[0].datasets[1].source", "no such directory: /srv/x")`.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]], *, origin: str | None = None) -> None:
+        self.problems = problems
+        self.origin = origin
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        head = f"invalid configuration in {self.origin}" if self.origin else "invalid configuration"
+        lines = [f"  {path}: {message}" if path else f"  {message}" for path, message in self.problems]
+        return "\n".join([head + ":", *lines])
+
+
+class SourceError(MonitorError):
+    """A snapshot source cannot be listed, fetched or read."""
+
+
+class SnapshotRejected(SourceError):
+    """A snapshot exists but cannot be used; the last good snapshot stays in use.
+
+    `reason` is a short, bounded code (used as a metric label); the message explains it.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class ModelError(MonitorError):
+    """A model cannot be built, or its weights do not fit its architecture."""
+
+
+class DataError(MonitorError):
+    """Decoded data (the uint8 tensor cache) is missing or unreadable."""
+
+
+class StoreError(MonitorError):
+    """The result store cannot be opened, migrated or written."""
+
+
+class CellError(MonitorError):
+    """One fine-tune could not run. The executor turns it into a `failed` cell with this message."""

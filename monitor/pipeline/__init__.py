@@ -1,0 +1,19 @@
+"""The evaluation pipeline: settings in, a stored and scored run out. Torch-free."""
+
+from ._document import cell_document, model_document, run_document
+from ._evaluate import ModelReport, RunReport, run_evaluation
+from ._observer import LoggingObserver, Observer
+from ._resolve import Resolution, resolve
+
+__all__ = [
+    "LoggingObserver",
+    "ModelReport",
+    "Observer",
+    "Resolution",
+    "RunReport",
+    "cell_document",
+    "model_document",
+    "resolve",
+    "run_document",
+    "run_evaluation",
+]

@@ -1,0 +1,241 @@
+"""One evaluation run, start to finish. The only place that knows the order of the stages:
+
+resolve (model versions, snapshots, decoded data) -> plan (cells, trial keys)
+-> look up stored trials -> execute the rest by work group (each trial stored as it lands)
+-> assemble cells -> score each model -> store the run in one transaction
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine import Executor, PlannedCell, TrialSpec, config_digest, plan_grid, work_groups
+from ..scoring import score_model
+from ..settings import Settings
+from ..store import Store
+from ..types import CellResult, CellStatus, ModelScore, RunStatus, TrialResult
+from ._observer import LoggingObserver, Observer
+from ._resolve import Resolution, resolve
+
+__all__ = ["ModelReport", "RunReport", "run_evaluation"]
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    score: ModelScore
+    cells: list[CellResult]
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run_id: str
+    status: RunStatus
+    seconds: float
+    trigger: str
+    models: list[ModelReport]
+    trials_run: int
+    trials_cached: int
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Collecting:
+    """Wraps the caller's observer to keep the warnings for the report."""
+
+    def __init__(self, inner: Observer) -> None:
+        self.inner = inner
+        self.warnings: list[str] = []
+
+    def stage(self, text: str) -> None:
+        self.inner.stage(text)
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+        self.inner.warn(text)
+
+    def planned(self, trials: int, cached: int) -> None:
+        self.inner.planned(trials, cached)
+
+    def trial_done(self, trial: TrialSpec, result: TrialResult) -> None:
+        self.inner.trial_done(trial, result)
+
+
+def run_evaluation(
+    settings: Settings,
+    store: Store,
+    executor: Executor,
+    *,
+    trigger: str = "cli",
+    observer: Observer | None = None,
+    run_id: str | None = None,
+    in_transaction: Callable[[Any], None] | None = None,
+) -> RunReport:
+    """Evaluate the whole grid once; only trials whose key is not stored are computed.
+
+    `in_transaction` runs inside the transaction that stores the run (alert states and the
+    notification outbox are written there, atomically with the result).
+    """
+    started = time.monotonic()
+    watcher = _Collecting(observer or LoggingObserver())
+    run_id = run_id or uuid.uuid4().hex
+    watcher.stage("resolving models and snapshots")
+    resolution = resolve(settings, store, watcher)
+    cells = plan_grid(settings, resolution.versions, resolution.snapshots)
+    keys = [t.key for c in cells for t in c.trials]
+    stored = store.find_trials(keys)
+    watcher.planned(len(keys), sum(1 for k in keys if k in stored))
+    store.begin_run(
+        run_id, trigger=trigger, config_digest=_config_digest(settings), plan=_plan_document(cells)
+    )
+
+    fresh: dict[str, TrialResult] = {}
+
+    def on_result(trial: TrialSpec, result: TrialResult) -> None:
+        fresh[trial.key] = result
+        if result.status != "failed":
+            # Stored at once: a crash loses at most the trials in flight (the next run resumes).
+            ref = trial.cell
+            snapshot = _snapshot_id(resolution, ref.task, ref.dataset)
+            store.save_trial(
+                result,
+                run_id=run_id,
+                model=ref.model,
+                task=ref.task,
+                dataset=ref.dataset,
+                snapshot=snapshot,
+                strategy=ref.strategy,
+            )
+        watcher.trial_done(trial, result)
+
+    todo = {k for k in keys if k not in stored}
+    groups = work_groups(settings, cells, todo, resolution.versions, resolution.data)
+    if groups:
+        watcher.stage(f"training {len(todo)} fine-tunes in {len(groups)} work groups")
+        executor.run(groups, on_result)
+
+    reports = []
+    for model in settings.models:
+        model_cells = [c for c in cells if c.cell.model == model.name]
+        results = [_assemble(c, stored, fresh) for c in model_cells]
+        version = resolution.versions[model.name]
+        score = score_model(
+            model.name,
+            "unknown" if isinstance(version, str) else version.version,
+            results,
+            [(c.cell.task, c.cell.dataset, c.cell.strategy) for c in model_cells],
+        )
+        reports.append(ModelReport(score, results))
+    status = _run_status(reports)
+    seconds = time.monotonic() - started
+    store.finish_run(
+        run_id,
+        status=status,
+        seconds=seconds,
+        scores=[r.score for r in reports],
+        cells=[c for r in reports for c in r.cells],
+        extra=in_transaction,
+    )
+    return RunReport(
+        run_id=run_id,
+        status=status,
+        seconds=seconds,
+        trigger=trigger,
+        models=reports,
+        trials_run=len(fresh),
+        trials_cached=len(keys) - len(todo),
+        warnings=watcher.warnings,
+    )
+
+
+def _snapshot_id(resolution: Resolution, task: str, dataset: str) -> str:
+    info = resolution.snapshots[(task, dataset)]
+    return "" if isinstance(info, str) else info.snapshot
+
+
+def _assemble(
+    planned: PlannedCell, stored: dict[str, TrialResult], fresh: dict[str, TrialResult]
+) -> CellResult:
+    ref = planned.cell
+    snapshot = planned.snapshot.snapshot if planned.snapshot is not None else ""
+    base = {
+        "model": ref.model,
+        "task": ref.task,
+        "dataset": ref.dataset,
+        "snapshot": snapshot,
+        "strategy": ref.strategy,
+    }
+    keys = tuple(t.key for t in planned.trials)
+    if planned.problem is not None:
+        return CellResult(
+            **base, status="failed", score=None, seed_scores=(), seconds=0.0, error=planned.problem, keys=keys
+        )
+    results = [stored.get(t.key) or fresh.get(t.key) for t in planned.trials]
+    seconds = sum(fresh[t.key].seconds for t in planned.trials if t.key in fresh)
+    missing = [t for t, r in zip(planned.trials, results, strict=True) if r is None]
+    failed = [r for r in results if r is not None and r.status == "failed"]
+    ok_scores = tuple(
+        r.score for r in results if r is not None and r.status != "failed" and r.score is not None
+    )
+    if missing or failed:
+        errors = [r.error or "failed" for r in failed] + ["no result (the run was interrupted)"] * len(
+            missing
+        )
+        count = f" ({len(errors)} of {len(planned.trials)} seeds)" if len(planned.trials) > 1 else ""
+        return CellResult(
+            **base,
+            status="failed",
+            score=None,
+            seed_scores=ok_scores,
+            seconds=seconds,
+            error=errors[0] + count,
+            keys=keys,
+        )
+    assert all(r is not None for r in results)
+    status: CellStatus
+    if all(t.key in stored for t in planned.trials):
+        status = "cached"
+    elif any(r is not None and r.status == "diverged" for r in results):
+        status = "diverged"
+    else:
+        status = "ok"
+    return CellResult(
+        **base,
+        status=status,
+        score=statistics.fmean(ok_scores),
+        seed_scores=ok_scores,
+        seconds=seconds,
+        keys=keys,
+    )
+
+
+def _run_status(reports: list[ModelReport]) -> RunStatus:
+    cells = [c for r in reports for c in r.cells]
+    scored = [c for c in cells if c.status != "failed"]
+    if not scored:
+        return "failed"
+    return "partial" if len(scored) < len(cells) else "completed"
+
+
+def _config_digest(settings: Settings) -> str:
+    return config_digest(settings.model_dump(mode="json", exclude={"config_dir"}))
+
+
+def _plan_document(cells: list[PlannedCell]) -> dict[str, Any]:
+    return {
+        "cells": [
+            {
+                "model": c.cell.model,
+                "task": c.cell.task,
+                "dataset": c.cell.dataset,
+                "strategy": c.cell.strategy,
+                "snapshot": c.snapshot.snapshot if c.snapshot else None,
+                "keys": [t.key for t in c.trials],
+                "problem": c.problem,
+            }
+            for c in cells
+        ]
+    }

@@ -1,0 +1,153 @@
+"""Resolve what a run evaluates: each model's version, each dataset's snapshot and decoded data.
+
+A dataset uses its newest complete snapshot that is usable. A snapshot that is rejected (bad
+archive, too few classes, …) is recorded with its reason and the next older one is tried: a bad
+snapshot never replaces the last good one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ..data import PreparedData, prepare_snapshot
+from ..errors import DataError, MonitorError, SnapshotRejected, SourceError
+from ..settings import DatasetSpec, Settings, TaskSpec, redact_url
+from ..sources import list_snapshots, materialize, model_version
+from ..store import SnapshotRecord, Store
+from ..types import ModelVersion, SnapshotInfo
+from ._observer import Observer
+
+__all__ = ["Resolution", "resolve"]
+
+
+@dataclass
+class Resolution:
+    versions: dict[str, ModelVersion | str] = field(default_factory=dict)  # model -> version | problem
+    snapshots: dict[tuple[str, str], SnapshotInfo | str] = field(default_factory=dict)  # (task, dataset)
+    data: dict[tuple[str, str, str], PreparedData] = field(default_factory=dict)  # (model, task, dataset)
+
+
+def resolve(settings: Settings, store: Store, observer: Observer) -> Resolution:
+    resolution = Resolution()
+    for model in settings.models:
+        try:
+            version = model_version(model, state_dir=settings.state_dir, config_dir=settings.config_dir)
+        except SourceError as exc:
+            observer.warn(f"model {model.name}: {exc}")
+            resolution.versions[model.name] = str(exc)
+            continue
+        store.record_model_version(version)
+        resolution.versions[model.name] = version
+    sizes = sorted({m.image_size for m in settings.models})
+    for task in settings.tasks:
+        for dataset in task.datasets:
+            found = _choose_snapshot(settings, task, dataset, sizes, store, observer)
+            resolution.snapshots[(task.name, dataset.name)] = found if isinstance(found, str) else found[0]
+            if not isinstance(found, str):
+                for model in settings.models:
+                    resolution.data[(model.name, task.name, dataset.name)] = found[1][model.image_size]
+    return resolution
+
+
+def _choose_snapshot(
+    settings: Settings,
+    task: TaskSpec,
+    dataset: DatasetSpec,
+    sizes: list[int],
+    store: Store,
+    observer: Observer,
+) -> tuple[SnapshotInfo, dict[int, PreparedData]] | str:
+    where = f"dataset {task.name}/{dataset.name}"
+    try:
+        candidates = list_snapshots(task.name, dataset, state_dir=settings.state_dir)
+    except SourceError as exc:
+        observer.warn(str(exc))
+        return str(exc)
+    problems: list[str] = []
+    for candidate in reversed(candidates):  # newest first
+        try:
+            info = materialize(candidate, state_dir=settings.state_dir)
+        except SnapshotRejected as exc:
+            _reject(store, task, dataset, candidate.snapshot, "", exc, observer)
+            problems.append(f"{candidate.snapshot}: {exc}")
+            continue
+        except SourceError as exc:
+            observer.warn(f"{where}: snapshot {candidate.snapshot} unavailable: {exc}")
+            problems.append(f"{candidate.snapshot}: {exc}")
+            continue
+        known = store.snapshot_record(task.name, dataset.name, info.snapshot, info.digest)
+        if known is not None and known.status == "rejected":
+            problems.append(f"{info.snapshot}: rejected earlier ({known.reason}): {known.message}")
+            continue  # a known-bad snapshot is not decoded again
+        try:
+            observer.stage(f"preparing {where} snapshot {info.snapshot}")
+            prepared = {
+                size: prepare_snapshot(info, task, size, cache_dir=settings.state_dir / "cache")
+                for size in sizes
+            }
+        except SnapshotRejected as exc:
+            _reject(store, task, dataset, info.snapshot, info.digest, exc, observer, info)
+            problems.append(f"{info.snapshot}: {exc}")
+            continue
+        except (DataError, OSError, MonitorError) as exc:
+            observer.warn(f"{where}: snapshot {info.snapshot} could not be prepared: {exc}")
+            problems.append(f"{info.snapshot}: {exc}")
+            continue
+        first = prepared[sizes[0]]
+        if first.skipped:
+            names = ", ".join(path for path, _ in first.skipped[:3])
+            more = f" and {len(first.skipped) - 3} more" if len(first.skipped) > 3 else ""
+            observer.warn(
+                f"{where}: snapshot {info.snapshot}: skipped {len(first.skipped)} undecodable image(s): {names}{more}"
+            )
+        store.record_snapshot(
+            SnapshotRecord(
+                task=task.name,
+                dataset=dataset.name,
+                snapshot=info.snapshot,
+                digest=info.digest,
+                source=redact_url(dataset.source),
+                status="ok",
+                n_train=first.n_train,
+                n_test=first.n_test,
+                n_classes=len(first.classes),
+                skipped=len(first.skipped),
+                timestamp=datetime.fromtimestamp(info.timestamp, UTC),
+            )
+        )
+        if candidate is not candidates[-1]:
+            observer.warn(f"{where}: using snapshot {info.snapshot}, the newest usable one")
+        return info, prepared
+    if problems:
+        return f"no usable snapshot for {where}: " + "; ".join(problems)
+    marker = (
+        f" (a snapshot folder counts once it holds {dataset.ready_marker})" if dataset.ready_marker else ""
+    )
+    return f"no complete snapshot yet in {redact_url(dataset.source)} for {where}{marker}"
+
+
+def _reject(
+    store: Store,
+    task: TaskSpec,
+    dataset: DatasetSpec,
+    snapshot: str,
+    digest: str,
+    exc: SnapshotRejected,
+    observer: Observer,
+    info: SnapshotInfo | None = None,
+) -> None:
+    observer.warn(f"dataset {task.name}/{dataset.name}: snapshot {snapshot} rejected ({exc.reason}): {exc}")
+    store.record_snapshot(
+        SnapshotRecord(
+            task=task.name,
+            dataset=dataset.name,
+            snapshot=snapshot,
+            digest=digest,
+            source=redact_url(dataset.source),
+            status="rejected",
+            reason=exc.reason,
+            message=str(exc),
+            timestamp=datetime.fromtimestamp(info.timestamp, UTC) if info else None,
+        )
+    )

@@ -1,0 +1,75 @@
+"""Scoring: P(M) and its companions from one run's cell results (pure: no I/O, no torch, no numpy).
+
+A cell is (task i, dataset j, strategy k) of a model's planned grid; its score P_ijk is the mean
+of its seeds' scores. Plain `math`/`statistics` keep the arithmetic exact where it can be
+(`fsum`, `fmean`, and `statistics.variance`/`pstdev`, which work in exact fractions).
+
+Definitions (DESIGN.md §1):
+
+Scored cell
+    status ok, cached or diverged, and a finite score. Diverged cells count as they are (usually
+    chance level): diverging is a real outcome. `failed` cells and planned cells without a result
+    are left out; coverage shows the hole.
+
+P(M) (`persistence`)
+    P(M) = (1/N_T) Σ_i (1/N_D,i) Σ_j (1/N_S,ij) Σ_k P_ijk
+    where every mean runs over what is scored: N_S,ij strategies scored for (i, j); N_D,i datasets
+    of task i with ≥ 1 scored cell; N_T tasks with ≥ 1 scored cell. For a complete rectangular
+    grid this is the plain mean over all cells; tasks with different numbers of datasets weigh the
+    same; a failed cell renormalises the means above it. None when nothing is scored.
+
+Cell weight (`cell_weights`)
+    w_ijk = 1 / (N_T · N_D,i · N_S,ij), so that P(M) = Σ_ijk w_ijk · P_ijk and Σ w_ijk = 1.
+
+Standard error (`stderr`)
+    P(M) is a weighted sum of cell means of seed scores, seeds independent across cells, so
+    Var(P) = Σ_c w_c² · s_c² / n_c,    stderr = sqrt(Var(P)),
+    s_c² the sample variance (ddof = 1) of cell c's seed scores, n_c its number of seeds. A cell
+    with a single seed has no variance of its own: it takes the pooled variance
+    s_pool² = mean of s_c² over the cells with n_c ≥ 2 (unweighted), with n_c = 1. None when no
+    scored cell has ≥ 2 seeds. Non-finite seed scores are left out of s_c² and n_c. The weights
+    are treated as fixed (which cells failed is not seed noise).
+
+Spread (`spread`)
+    population standard deviation (ddof = 0) of the scored cells' scores:
+    sqrt((1/n) Σ_c (P_c − P̄)²), plain over cells (it describes the grid, not P(M)). None if
+    nothing is scored.
+
+Worst cell (`worst_cell`, `worst_cell_score`)
+    argmin_c P_c over scored cells; ties go to the first in `planned` order.
+
+Coverage (`coverage`)
+    scored cells / planned cells; 0.0 when nothing is planned.
+
+Marginals (entries only where ≥ 1 cell is scored; dicts in planned order)
+    task_scores[i]       = (1/N_D,i) Σ_j (1/N_S,ij) Σ_k P_ijk        so P(M) = (1/N_T) Σ_i task_scores[i]
+    dataset_scores[i][j] = (1/N_S,ij) Σ_k P_ijk
+    strategy_scores[k]   = (1/N_T,k) Σ_i (1/N_D,ik) Σ_j P_ijk
+        P(M) restricted to strategy k: N_T,k tasks with a scored k-cell, N_D,ik datasets of
+        task i with a scored k-cell. Every task weighs the same, as in P(M).
+
+Attribution (`attribute_change`)
+    the contribution of cell c to P_after − P_before is
+        Δ_c = w_c,after · P_c,after − w_c,before · P_c,before      (a side where c is not scored is 0)
+    so that Σ_c Δ_c = P_after − P_before exactly (when both are defined). On an unchanged grid
+    this is w · (after − before). When the scored grid changes (a cell fails, a dataset is added)
+    the weights change too, and the re-weighting of unchanged cells shows up as their
+    contribution: the decomposition stays additive, which a fixed-weight w·(after − before) would
+    not be. Cells are listed by |Δ_c|, largest first.
+
+Results must match the plan: a result for an unplanned cell, two results for one cell, or a cell
+planned twice raise ValueError (they would make coverage or weights silently wrong).
+"""
+
+from ._attribution import CellContribution, attribute_change
+from ._grid import SCORED_STATUSES, CellId
+from ._persistence import cell_weights, score_model
+
+__all__ = [
+    "SCORED_STATUSES",
+    "CellContribution",
+    "CellId",
+    "attribute_change",
+    "cell_weights",
+    "score_model",
+]

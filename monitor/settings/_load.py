@@ -1,0 +1,306 @@
+"""Find, read and validate the configuration; turn every mistake into a `ConfigError`.
+
+A bad file is reported all at once, one line per problem, each naming the field path the user
+must edit (`tasks[0].datasets[1].source: no such directory: /srv/x`). Values are never echoed
+for fields that can hold secrets.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ..errors import ConfigError
+from ._schema import Settings
+
+__all__ = ["DEFAULT_CONFIG_NAME", "find_config", "load_settings", "redact_url", "settings_from_mapping"]
+
+DEFAULT_CONFIG_NAME = "persistence-monitor.yaml"
+_SUPPORTED_SUFFIXES = {".pt", ".pth", ".safetensors"}
+
+
+def find_config(cli_value: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Path:
+    """Return the config path: `--config`, else `PM_CONFIG`, else ./persistence-monitor.yaml."""
+    env = os.environ if env is None else env
+    if cli_value:
+        path, how = Path(cli_value), "--config"
+    elif env.get("PM_CONFIG"):
+        path, how = Path(env["PM_CONFIG"]), "PM_CONFIG"
+    else:
+        path, how = Path(DEFAULT_CONFIG_NAME), "the default location"
+    if not path.is_file():
+        raise ConfigError(
+            [
+                (
+                    "",
+                    f"config file not found: {path} (from {how}); pass --config FILE, set PM_CONFIG, "
+                    f"or run `persistence-monitor demo` for a complete example workspace",
+                )
+            ]
+        )
+    return path.resolve()
+
+
+def load_settings(path: str | os.PathLike[str]) -> Settings:
+    """Read a YAML config file, apply `PM_*` overrides, validate, and check local paths."""
+    path = Path(path).resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read {path}: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError([("", f"YAML syntax error{where}: {problem}")], origin=str(path)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [("", "the file must hold a mapping (key: value) at the top level")], origin=str(path)
+        )
+    return settings_from_mapping(data, base_dir=path.parent, origin=str(path))
+
+
+def settings_from_mapping(data: dict[str, Any], *, base_dir: Path, origin: str | None = None) -> Settings:
+    """Validate an already-parsed config mapping; relative paths are taken from `base_dir`."""
+    data = {**_resolve_relative_paths(data, base_dir), "config_dir": str(base_dir)}
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_problems_from(exc, data), origin=origin) from None
+    # Values that came from the environment may still be relative: they are relative to the cwd.
+    settings = _absolutize(settings)
+    problems = _check_local_paths(settings)
+    if problems:
+        raise ConfigError(problems, origin=origin)
+    return settings
+
+
+def redact_url(url: str) -> str:
+    """Drop user-info (credentials) and query strings from a URL before it is shown anywhere."""
+    parts = urlsplit(url)
+    if not parts.scheme or parts.scheme == "file":
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}" + ("?…" if parts.query else "")
+
+
+# -- relative paths ---------------------------------------------------------------------------
+
+
+def _is_local(source: str) -> bool:
+    scheme = urlsplit(source).scheme
+    return scheme in ("", "file") or len(scheme) == 1  # "C:" style drive letters count as local
+
+
+def _local_path(source: str) -> Path:
+    return Path(urlsplit(source).path) if source.startswith("file://") else Path(source)
+
+
+def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make the file's relative paths relative to the file's folder (not to the cwd)."""
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            return str((base / value).resolve())
+        return value
+
+    data = dict(data)
+    if "state_dir" in data:
+        data["state_dir"] = fix(data["state_dir"])
+    else:
+        data["state_dir"] = str((base / "state").resolve())
+    if isinstance(data.get("models"), list):
+        data["models"] = [
+            {**m, "weights": fix(m["weights"])} if isinstance(m, dict) and "weights" in m else m
+            for m in data["models"]
+        ]
+    if isinstance(data.get("tasks"), list):
+        tasks = []
+        for task in data["tasks"]:
+            if isinstance(task, dict) and isinstance(task.get("datasets"), list):
+                task = {**task, "datasets": [_fix_source(d, base) for d in task["datasets"]]}
+            tasks.append(task)
+        data["tasks"] = tasks
+    return data
+
+
+def _fix_source(dataset: Any, base: Path) -> Any:
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("source"), str):
+        return dataset
+    source = dataset["source"]
+    if _is_local(source) and not source.startswith("file://") and not Path(source).is_absolute():
+        return {**dataset, "source": str((base / source).resolve())}
+    return dataset
+
+
+def _absolutize(settings: Settings) -> Settings:
+    models = [
+        m.model_copy(update={"weights": m.weights.resolve()}) if m.weights is not None else m
+        for m in settings.models
+    ]
+    return settings.model_copy(update={"state_dir": settings.state_dir.resolve(), "models": models})
+
+
+def _check_local_paths(settings: Settings) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for i, model in enumerate(settings.models):
+        if model.weights is None:
+            continue
+        where = f"models[{i}].weights"
+        if not model.weights.exists():
+            problems.append((where, f"no such file: {model.weights}"))
+        elif not model.weights.is_file():
+            problems.append((where, f"not a file: {model.weights}"))
+        elif model.kind != "torchscript" and model.weights.suffix.lower() not in _SUPPORTED_SUFFIXES:
+            problems.append(
+                (
+                    where,
+                    f"unsupported weights file {model.weights.name}: expected a state_dict saved as "
+                    ".pt/.pth (torch.save of model.state_dict()) or .safetensors",
+                )
+            )
+    for i, task in enumerate(settings.tasks):
+        for j, dataset in enumerate(task.datasets):
+            where = f"tasks[{i}].datasets[{j}].source"
+            if _is_local(dataset.source):
+                path = _local_path(dataset.source)
+                if not path.exists():
+                    problems.append((where, f"no such directory: {path}"))
+                elif not path.is_dir():
+                    problems.append((where, f"not a directory: {path} (a source is a folder of snapshots)"))
+            elif urlsplit(dataset.source).scheme not in ("http", "https"):
+                problems.append(
+                    (where, "expected a local directory, a file:// URL or an http(s):// manifest URL")
+                )
+    return problems
+
+
+# -- pydantic errors -> field paths -----------------------------------------------------------
+
+
+def _problems_from(exc: ValidationError, data: dict[str, Any]) -> list[tuple[str, str]]:
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = _clean_loc(error["loc"], data)
+        message = _message(error, loc, data)
+        # Model-level validators say "field: message"; move the field into the path.
+        head, sep, rest = message.partition(": ")
+        if sep and head in _known_fields(loc, data):
+            loc, message = (*loc, head), rest
+        problems.append((_render_loc(loc), message))
+    return problems
+
+
+def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
+    """Drop the discriminator tags pydantic puts into locations of tagged unions."""
+    out: list[Any] = []
+    node: Any = data
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part not in node and node.get("kind") == part:
+            continue  # e.g. ("alerts", "rules", 0, "drop", "min_drop") -> rules[0].min_drop
+        out.append(part)
+        node = _child(node, part)
+    return tuple(out)
+
+
+def _child(node: Any, part: Any) -> Any:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        return node[part]
+    return None
+
+
+def _render_loc(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _message(error: Any, loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    kind = error["type"]
+    msg: str = error["msg"]
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        name = str(loc[-1]) if loc else "?"
+        known = _known_fields(loc[:-1], data)
+        close = difflib.get_close_matches(name, known, n=1)
+        if close:
+            return f"unknown field (did you mean {close[0]!r}?)"
+        return f"unknown field (expected one of: {', '.join(known)})" if known else "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "string_pattern_mismatch" and loc and loc[-1] == "name":
+        return "expected 1-64 characters: lowercase letters, digits, '_', '.' or '-', starting with a letter or digit"
+    if kind == "union_tag_invalid":
+        return f"unknown kind {ctx.get('tag')!r}: expected one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return "missing `kind:` (it says which kind of rule or notifier this is)"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    return msg
+
+
+def _known_fields(loc: tuple[Any, ...], data: Any) -> list[str]:
+    """Field names of the model found at `loc` (for "did you mean" hints and field paths)."""
+    model: Any = Settings
+    node: Any = data
+    for i, part in enumerate(loc):
+        node = _child(node, part)
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        # For a list field, the element the location goes on to picks the union member.
+        nxt = loc[i + 1] if i + 1 < len(loc) else None
+        model = _model_in(fields[part].annotation, _child(node, nxt) if isinstance(nxt, int) else node)
+        if model is None:
+            return []
+    if isinstance(node, list):
+        return []
+    fields = getattr(model, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _model_in(annotation: Any, node: Any) -> Any:
+    """The pydantic model inside an annotation such as `list[X] | None`, chosen by `kind:`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _model_in(typing.get_args(annotation)[0], node)
+    if origin in (list, tuple, typing.Union, types.UnionType):
+        candidates = [m for m in (_model_in(a, node) for a in typing.get_args(annotation)) if m is not None]
+        if len(candidates) > 1 and isinstance(node, dict):
+            tagged = [m for m in candidates if _kind_of(m) == node.get("kind")]
+            candidates = tagged or candidates
+        if len(candidates) == 1:
+            return candidates[0]
+    return None
+
+
+def _kind_of(model: Any) -> Any:
+    field = model.model_fields.get("kind")
+    args = typing.get_args(field.annotation) if field is not None else ()
+    return args[0] if len(args) == 1 else None

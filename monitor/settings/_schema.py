@@ -1,0 +1,379 @@
+"""The configuration schema of DESIGN.md §3.2, as pydantic models.
+
+Everything here is validated once, at the edge (`load_settings`), and then passed down as a
+typed, frozen value. Defaults that matter carry their reason beside them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ._durations import parse_duration
+
+__all__ = [
+    "AlertRule",
+    "AlertsSettings",
+    "DatasetSpec",
+    "ExecutorSettings",
+    "ModelSpec",
+    "Normalize",
+    "NotifierSpec",
+    "ScheduleSettings",
+    "ServerSettings",
+    "Settings",
+    "StrategySpec",
+    "TaskSpec",
+]
+
+# Names become Prometheus label values and file names: keep them boring and bounded.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+Severity = Literal["info", "warning", "critical"]
+
+_ARCHITECTURE = re.compile(
+    r"^(torchvision:[A-Za-z_][A-Za-z0-9_]*|torchscript|python:[A-Za-z_][\w.]*:[A-Za-z_][\w.]*)$"
+)
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _require_unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"duplicate {what} name {name!r}: names must be unique")
+        seen.add(name)
+
+
+class _Strict(BaseModel):
+    """Base for every section: unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    # Loopback by default: the API can trigger work, so exposing it is an explicit decision.
+    host: str = "127.0.0.1"
+    port: int = Field(9775, ge=1, le=65535)
+    # Without a token, mutating API calls are refused entirely (never "open by default").
+    api_token: SecretStr | None = None
+
+
+class ScheduleSettings(_Strict):
+    evaluate: str = "0 */6 * * *"  # cron, UTC: a full re-evaluation four times a day
+    poll: Seconds = 60.0  # how often sources and weights are checked for something new
+
+    @field_validator("evaluate")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger  # light import, no scheduler started
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"not a valid 5-field cron expression ({exc})") from None
+        return value
+
+
+class ExecutorSettings(_Strict):
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None  # ray only
+    gpus_per_worker: float = Field(1.0, gt=0)  # ray only
+    # A trial that runs longer than this is abandoned, its worker replaced, and the cell failed.
+    cell_timeout: Seconds = 3600.0
+
+
+class Normalize(_Strict):
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet statistics: torchvision's
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)  # pre-trained weights expect these
+
+    @field_validator("std")
+    @classmethod
+    def _positive(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(v <= 0 for v in value):
+            raise ValueError("every std must be > 0")
+        return value
+
+
+class ModelSpec(_Strict):
+    name: Name
+    architecture: str
+    weights: Path | None = None
+    head: str | None = None  # attribute path of the classifier, e.g. "fc" or "classifier.1"
+    # Attribute path of the container whose children are the stages `partial` counts from the end
+    # (e.g. "encoder.layers" for a ViT); found automatically for the usual torchvision families.
+    blocks: str | None = None
+    image_size: int = Field(224, ge=8, le=1024)
+    normalize: Normalize = Normalize()
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if not _ARCHITECTURE.match(value):
+            raise ValueError(
+                "expected 'torchvision:<builder>' (e.g. torchvision:resnet18), 'torchscript', "
+                "or 'python:<module>:<callable>'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _weights_when_required(self) -> ModelSpec:
+        if self.architecture == "torchscript" and self.weights is None:
+            raise ValueError("weights: a torchscript model needs `weights:` pointing at the archive")
+        if self.architecture.startswith("torchvision:") and self.weights is None:
+            # No download at run time: a deployed model is a file we can digest.
+            raise ValueError(
+                "weights: a torchvision model needs `weights:` (a .pt/.pth/.safetensors state_dict)"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return self.architecture.split(":", 1)[0]
+
+
+class DatasetSpec(_Strict):
+    name: Name
+    source: str
+    # Spark/Hadoop convention: a directory snapshot counts only once the writer drops this file.
+    ready_marker: str | None = "_SUCCESS"
+
+
+class TaskSpec(_Strict):
+    name: Name
+    metric: Literal["accuracy", "balanced_accuracy", "macro_f1"] = "accuracy"
+    # The compact protocol: a deterministic per-class subsample keeps every cell cheap and
+    # comparable across snapshots of different sizes. null = use everything.
+    train_per_class: int | None = Field(64, ge=1)
+    test_per_class: int | None = Field(64, ge=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)  # only for snapshots without a test/ split
+    datasets: list[DatasetSpec] = Field(min_length=1)
+
+    @field_validator("datasets")
+    @classmethod
+    def _unique_datasets(cls, value: list[DatasetSpec]) -> list[DatasetSpec]:
+        _require_unique([d.name for d in value], "dataset")
+        return value
+
+
+class StrategySpec(_Strict):
+    name: Name
+    mode: Literal["linear", "partial", "full"]
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(gt=0)
+    epochs: int = Field(ge=1, le=1000)
+    batch_size: int = Field(64, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    trainable_blocks: int | None = Field(None, ge=1)  # partial only: how many last stages train
+
+    @model_validator(mode="after")
+    def _blocks_for_partial(self) -> StrategySpec:
+        if self.mode == "partial" and self.trainable_blocks is None:
+            raise ValueError("trainable_blocks: required when mode is 'partial' (e.g. 1 = the last stage)")
+        if self.mode != "partial" and self.trainable_blocks is not None:
+            raise ValueError(
+                f"trainable_blocks: only meaningful when mode is 'partial' (mode is {self.mode!r})"
+            )
+        return self
+
+
+class _RuleBase(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
+    severity: Severity = "warning"
+    for_runs: int = Field(1, ge=1)  # consecutive runs the condition must hold before firing
+    resolve_runs: int = Field(1, ge=1)  # consecutive clear runs before a firing alert resolves
+    models: list[str] | None = None  # restrict the rule to these models (default: all)
+
+
+class BelowRule(_RuleBase):
+    kind: Literal["below"]
+    threshold: float = Field(ge=0, le=1)
+
+
+class DropRule(_RuleBase):
+    kind: Literal["drop"]
+    baseline: Literal["previous", "rolling_median", "first", "pinned"] = "rolling_median"
+    window: int = Field(7, ge=1)
+    pinned_run: str | None = None
+    min_drop: float = Field(0.03, ge=0)
+    z: float = Field(2.0, ge=0)
+
+    @model_validator(mode="after")
+    def _pinned_needs_run(self) -> DropRule:
+        if self.baseline == "pinned" and not self.pinned_run:
+            raise ValueError("pinned_run: required when baseline is 'pinned' (a run id from /api/v1/runs)")
+        return self
+
+
+class CellDropRule(_RuleBase):
+    kind: Literal["cell_drop"]
+    min_drop: float = Field(0.10, gt=0)
+
+
+class StaleRule(_RuleBase):
+    kind: Literal["stale"]
+    max_age: Seconds = 86400.0
+
+
+class IncompleteRule(_RuleBase):
+    kind: Literal["incomplete"]
+    min_coverage: float = Field(1.0, gt=0, le=1)
+
+
+AlertRule = Annotated[
+    BelowRule | DropRule | CellDropRule | StaleRule | IncompleteRule, Field(discriminator="kind")
+]
+
+
+class _NotifierBase(_Strict):
+    name: Name
+    min_severity: Severity = "info"
+    timeout: Seconds = 10.0
+    # After this long without a successful delivery an event is dropped (and counted).
+    max_age: Seconds = 86400.0
+
+
+class WebhookNotifier(_NotifierBase):
+    kind: Literal["webhook"]
+    url: str
+    secret: SecretStr | None = None  # Standard Webhooks signing secret, "whsec_<base64>"
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("whsec_"):
+            raise ValueError("expected a Standard Webhooks secret starting with 'whsec_'")
+        return value
+
+
+class SlackNotifier(_NotifierBase):
+    kind: Literal["slack"]
+    url: SecretStr  # an incoming-webhook URL is itself a credential
+
+
+class PagerDutyNotifier(_NotifierBase):
+    kind: Literal["pagerduty"]
+    routing_key: SecretStr
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+
+
+class AlertmanagerNotifier(_NotifierBase):
+    kind: Literal["alertmanager"]
+    url: str
+
+
+class LogNotifier(_NotifierBase):
+    kind: Literal["log"]
+
+
+NotifierSpec = Annotated[
+    WebhookNotifier | SlackNotifier | PagerDutyNotifier | AlertmanagerNotifier | LogNotifier,
+    Field(discriminator="kind"),
+]
+
+
+class AlertsSettings(_Strict):
+    rules: list[AlertRule] = Field(default_factory=list)
+    notifiers: list[NotifierSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AlertsSettings:
+        _require_unique([r.name for r in self.rules], "rule")
+        _require_unique([n.name for n in self.notifiers], "notifier")
+        return self
+
+
+class Settings(BaseSettings):
+    """The whole configuration: the YAML file, overridden by `PM_*` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PM_", env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    state_dir: Path = Path("./state")
+    database_url: SecretStr | None = None  # may hold a password: never printed as is
+    device: str = "auto"
+    executor: ExecutorSettings = ExecutorSettings()
+    server: ServerSettings = ServerSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    models: list[ModelSpec] = Field(min_length=1)
+    tasks: list[TaskSpec] = Field(min_length=1)
+    strategies: list[StrategySpec] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    alerts: AlertsSettings = AlertsSettings()
+    # Set by the loader to the config file's folder: `python:` model factories are imported from
+    # there first, so a workspace can ship its own model code next to its config.
+    config_dir: Path | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, value: list[ModelSpec]) -> list[ModelSpec]:
+        _require_unique([m.name for m in value], "model")
+        return value
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_tasks(cls, value: list[TaskSpec]) -> list[TaskSpec]:
+        _require_unique([t.name for t in value], "task")
+        return value
+
+    @field_validator("strategies")
+    @classmethod
+    def _unique_strategies(cls, value: list[StrategySpec]) -> list[StrategySpec]:
+        _require_unique([s.name for s in value], "strategy")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int]) -> list[int]:
+        _require_unique([str(s) for s in value], "seed")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's content arrives as init kwargs; `PM_*` variables must win over it.
+        return env_settings, init_settings
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{(self.state_dir / 'monitor.db').as_posix()}"
+
+    def model(self, name: str) -> ModelSpec:
+        return next(m for m in self.models if m.name == name)
+
+    def task(self, name: str) -> TaskSpec:
+        return next(t for t in self.tasks if t.name == name)
+
+    def strategy(self, name: str) -> StrategySpec:
+        return next(s for s in self.strategies if s.name == name)

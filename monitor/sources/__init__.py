@@ -1,0 +1,27 @@
+"""Snapshot sources and model versions: what data and which weights exist right now.
+
+    list_snapshots(task, dataset, state_dir=...)  -> [SnapshotCandidate]  complete snapshots, by id
+    materialize(candidate, state_dir=...)         -> SnapshotInfo         local folder + content digest
+    model_version(spec, state_dir=...)            -> ModelVersion         weights digest (memoised)
+
+Local folders (or `file://`) hold snapshot folders and .tar/.tar.gz/.tgz/.zip archives; an
+`http(s)://` source is a JSON manifest (DESIGN.md §3.3). Archives are extracted safely into
+`state_dir/snapshots/<digest>/`; digests are memoised in `state_dir/cache/digests.json`.
+Errors: SourceError (cannot list or read now), SnapshotRejected (the snapshot is bad, with a
+`reason` code: bad_archive, checksum_mismatch, too_large).
+"""
+
+from ._candidate import SnapshotCandidate
+from ._limits import DEFAULT_LIMITS, SnapshotLimits
+from ._listing import list_snapshots
+from ._materialize import materialize
+from ._model_version import model_version
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "SnapshotCandidate",
+    "SnapshotLimits",
+    "list_snapshots",
+    "materialize",
+    "model_version",
+]

@@ -1,0 +1,227 @@
+"""The tables of the result store, as typed SQLAlchemy ORM classes.
+
+Every change here needs a migration in `migrations/versions/` (tests compare the two with
+alembic's autogenerate and fail on any difference).
+
+    runs            one evaluation of the grid; `plan` lets an interrupted run be resumed
+    run_models      P(M) and its companions per model of a run         (PK run_id, model)
+    run_cells       the cells of a run, in plan order                   (unique run, cell)
+    trials          the fine-tune cache by content key: ok/diverged only (failed ones are retried)
+    snapshots       every snapshot version seen, accepted or rejected   (unique snapshot, digest)
+    model_versions  every weights digest seen per model                 (unique model, digest)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Base",
+    "ModelVersionRow",
+    "RunCellRow",
+    "RunModelRow",
+    "RunRow",
+    "SnapshotRow",
+    "TrialRow",
+    "UTCDateTime",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """Return the current time as a timezone-aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is timezone-aware UTC in Python on every backend.
+
+    PostgreSQL stores `timestamptz`; SQLite has no time zones, so the value is stored as naive UTC
+    and the zone is put back on read. Naive datetimes are refused: their zone would be a guess.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} refused: pass a timezone-aware one")
+        value = value.astimezone(UTC)
+        # SQLite would store the offset as text and then compare strings: keep one canonical form.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Named constraints make migrations reproducible and let SQLite's batch mode find them later.
+_NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table of the store (one `MetaData`, one migration history)."""
+
+    metadata = MetaData(naming_convention=_NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[Any]: JSON(),
+    }
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+RUN_ROW_STATUSES = ("running", "completed", "partial", "failed")
+CELL_ROW_STATUSES = ("ok", "cached", "diverged", "failed")
+TRIAL_ROW_STATUSES = ("ok", "diverged")
+SNAPSHOT_ROW_STATUSES = ("ok", "rejected")
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(_in("status", RUN_ROW_STATUSES), name="status"),
+        Index(None, "status", "started_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    seconds: Mapped[float | None] = mapped_column(Double)
+    config_digest: Mapped[str] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
+    plan: Mapped[dict[str, Any]]
+
+
+class RunModelRow(Base):
+    __tablename__ = "run_models"
+    __table_args__ = (Index(None, "model"),)
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)  # order of the run's models, as the plan lists them
+    version: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(128))
+    persistence: Mapped[float | None] = mapped_column(Double)
+    stderr: Mapped[float | None] = mapped_column(Double)
+    spread: Mapped[float | None] = mapped_column(Double)
+    worst_cell: Mapped[list[Any] | None]  # [task, dataset, strategy]
+    worst_cell_score: Mapped[float | None] = mapped_column(Double)
+    coverage: Mapped[float] = mapped_column(Double)
+    cells_planned: Mapped[int]
+    cells_scored: Mapped[int]
+    task_scores: Mapped[dict[str, Any]]
+    dataset_scores: Mapped[dict[str, Any]]  # task -> dataset -> score
+    strategy_scores: Mapped[dict[str, Any]]
+
+
+class RunCellRow(Base):
+    __tablename__ = "run_cells"
+    __table_args__ = (
+        UniqueConstraint("run_id", "model", "task", "dataset", "strategy"),
+        CheckConstraint(_in("status", CELL_ROW_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)  # plan order within the run
+    model: Mapped[str] = mapped_column(String(128))
+    task: Mapped[str] = mapped_column(String(128))
+    dataset: Mapped[str] = mapped_column(String(128))
+    snapshot: Mapped[str] = mapped_column(String(255))
+    strategy: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    score: Mapped[float | None] = mapped_column(Double)
+    seed_scores: Mapped[list[Any]]
+    error: Mapped[str | None] = mapped_column(Text)
+    seconds: Mapped[float] = mapped_column(Double)
+    keys: Mapped[list[Any]]
+
+
+class TrialRow(Base):
+    __tablename__ = "trials"
+    __table_args__ = (CheckConstraint(_in("status", TRIAL_ROW_STATUSES), name="status"),)
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128))
+    task: Mapped[str] = mapped_column(String(128))
+    dataset: Mapped[str] = mapped_column(String(128))
+    snapshot: Mapped[str] = mapped_column(String(255))
+    strategy: Mapped[str] = mapped_column(String(128))
+    seed: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16))
+    score: Mapped[float | None] = mapped_column(Double)
+    seconds: Mapped[float] = mapped_column(Double)
+    error: Mapped[str | None] = mapped_column(Text)  # e.g. why a diverged trial is marked so
+    details: Mapped[dict[str, Any]]
+    # Trials outlive the run that computed them (later runs reuse them): deleting a run keeps them.
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
+
+
+class SnapshotRow(Base):
+    __tablename__ = "snapshots"
+    __table_args__ = (
+        UniqueConstraint("task", "dataset", "snapshot", "digest"),
+        CheckConstraint(_in("status", SNAPSHOT_ROW_STATUSES), name="status"),
+        CheckConstraint("status = 'ok' OR reason IS NOT NULL", name="rejected_has_reason"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task: Mapped[str] = mapped_column(String(128))
+    dataset: Mapped[str] = mapped_column(String(128))
+    snapshot: Mapped[str] = mapped_column(String(255))
+    digest: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str | None] = mapped_column(Text)
+    n_train: Mapped[int | None]
+    n_test: Mapped[int | None]
+    n_classes: Mapped[int | None]
+    skipped: Mapped[int]  # images that could not be decoded and were left out
+    timestamp: Mapped[datetime | None]  # when the snapshot became complete
+    first_seen_at: Mapped[datetime]
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model", "digest"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[str] = mapped_column(String(128))
+    architecture: Mapped[str] = mapped_column(Text)
+    first_seen_at: Mapped[datetime]

@@ -1,0 +1,1 @@
+"""Migration scripts, oldest first: never edit one that has shipped; add a new one."""

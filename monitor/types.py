@@ -1,0 +1,111 @@
+"""Plain value types that travel between the layers (no torch, no database, no I/O).
+
+Vocabulary: a *cell* is one (model, task, dataset, strategy) combination of the grid; a *trial* is
+one fine-tune of a cell with one seed. A cell's score is the mean of its trials' scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = [
+    "CELL_STATUSES",
+    "RUN_STATUSES",
+    "CellResult",
+    "CellStatus",
+    "ModelScore",
+    "ModelVersion",
+    "RunStatus",
+    "SnapshotInfo",
+    "TrialResult",
+    "TrialStatus",
+]
+
+CellStatus = Literal["ok", "cached", "diverged", "failed"]
+TrialStatus = Literal["ok", "diverged", "failed"]
+RunStatus = Literal["completed", "partial", "failed"]
+CELL_STATUSES: tuple[CellStatus, ...] = ("ok", "cached", "diverged", "failed")
+RUN_STATUSES: tuple[RunStatus, ...] = ("completed", "partial", "failed")
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """One complete snapshot of a dataset, materialised as a local directory."""
+
+    task: str
+    dataset: str
+    snapshot: str  # the snapshot id (its name without archive suffix)
+    digest: str  # sha256 over the snapshot's content
+    root: Path  # directory holding train/ + test/, or <class>/ folders
+    source: str  # the dataset's configured source, for messages
+    timestamp: float  # seconds since the epoch when the snapshot became complete
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A deployed model as found now: its version is the digest of its weights file."""
+
+    model: str
+    architecture: str
+    digest: str  # full sha256 of the weights file ("" when the model has no weights file)
+    weights: Path | None
+
+    @property
+    def version(self) -> str:
+        """Short form of the digest, used as the `version` label and in tables."""
+        return self.digest[:12] if self.digest else "factory"
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """The outcome of one fine-tune (one cell, one seed)."""
+
+    key: str
+    seed: int
+    status: TrialStatus
+    score: float | None
+    seconds: float
+    error: str | None = None
+    details: dict[str, float | int | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """A grid cell of one run: the mean over its seeds, with how it was obtained."""
+
+    model: str
+    task: str
+    dataset: str
+    snapshot: str
+    strategy: str
+    status: CellStatus
+    score: float | None
+    seed_scores: tuple[float, ...]
+    seconds: float
+    error: str | None = None
+    keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    """P(M) and its companions for one model in one run (DESIGN.md §1).
+
+    Marginals use the same nested weighting as P(M): every task weighs the same, and within a
+    task every dataset weighs the same.
+    """
+
+    model: str
+    version: str
+    persistence: float | None
+    stderr: float | None
+    spread: float | None
+    worst_cell: tuple[str, str, str] | None  # (task, dataset, strategy)
+    worst_cell_score: float | None
+    coverage: float
+    cells_planned: int
+    cells_scored: int
+    task_scores: dict[str, float] = field(default_factory=dict)
+    dataset_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> dataset -> score
+    strategy_scores: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,222 @@
+"""The command line as a user meets it: real processes, exit codes, messages, the JSON document."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+import yaml
+
+from tests._workspace import basic_config, digit_picture, digits, write_config, write_snapshot
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(
+    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args],
+        cwd=cwd or REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_usage_errors_exit_2():
+    assert cli().returncode == 2
+    result = cli("run-once", "--bogus")
+    assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
+    assert cli("--help").returncode == 0
+
+
+def test_missing_config_names_the_ways_to_give_one(tmp_path):
+    result = cli("run-once", cwd=tmp_path, env={"PM_CONFIG": ""})
+    assert result.returncode == 2
+    assert "config file not found" in result.stderr and "--config" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_config_names_every_field_and_never_a_secret(tmp_path):
+    (tmp_path / "w.pt").write_bytes(b"x")
+    config = {
+        "server": {"api_token": "tok-SUPERSECRET-1"},
+        "models": [{"name": "m", "architecture": "torchvision:resnet18", "weights": "w.pt", "imag_size": 32}],
+        "tasks": [{"name": "t", "datasets": [{"name": "d", "source": "/srv/nowhere"}]}],
+        "strategies": [{"name": "s", "mode": "partial", "lr": -1, "epochs": 1}],
+        "alerts": {
+            "notifiers": [{"name": "n", "kind": "webhook", "url": "http://x", "secret": "SUPERSECRET-2"}]
+        },
+    }
+    path = write_config(tmp_path / "c.yaml", config)
+    result = cli("check-config", "--config", str(path))
+    assert result.returncode == 2, result.stderr
+    err = result.stderr
+    assert "models[0].imag_size: unknown field (did you mean 'image_size'?)" in err
+    assert "strategies[0].lr: Input should be greater than 0" in err
+    assert "alerts.notifiers[0].secret: expected a Standard Webhooks secret" in err
+    assert "SUPERSECRET" not in err + result.stdout and "Traceback" not in err
+    # once the schema is right, the paths are checked
+    config["models"][0].pop("imag_size")
+    config["strategies"][0].update(lr=0.1)
+    config["alerts"]["notifiers"][0]["secret"] = "whsec_SUPERSECRET3"
+    result = cli("check-config", "--config", str(write_config(tmp_path / "c.yaml", config)))
+    assert result.returncode == 2
+    assert "strategies[0].trainable_blocks: required when mode is 'partial'" in result.stderr
+    config["strategies"][0].update(trainable_blocks=1)
+    result = cli("check-config", "--config", str(write_config(tmp_path / "c.yaml", config)))
+    assert result.returncode == 2
+    assert "tasks[0].datasets[0].source: no such directory: /srv/nowhere" in result.stderr
+    assert "SUPERSECRET" not in result.stderr + result.stdout
+
+
+def test_env_overrides_the_file(tmp_path):
+    (tmp_path / "data").mkdir()
+    config = basic_config(
+        [{"name": "m", "architecture": "torchvision:resnet18", "weights": "w.pt"}], {"t": [("d", "data")]}
+    )
+    (tmp_path / "w.pt").write_bytes(b"x")
+    path = write_config(tmp_path / "c.yaml", config)
+    result = cli("check-config", "--config", str(path), env={"PM_DEVICE": "tpu"})
+    assert result.returncode == 2 and "device: expected auto, cpu, cuda, cuda:N or mps" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def resnet_workspace(tmp_path_factory) -> Path:
+    """A ResNet-18 pre-trained (briefly, here) on the digits 0-4, and ImageFolder snapshots of 5-9."""
+    root = tmp_path_factory.mktemp("resnet")
+    images, labels = digits()
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5)
+    seen = [i for i in range(len(labels)) if labels[i] < 5][:400]
+    x = torch.stack(
+        [
+            torch.from_numpy(__import__("numpy").array(digit_picture(images[i])))
+            .float()
+            .div(255)
+            .expand(3, -1, -1)
+            for i in seen
+        ]
+    )
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+        3, 1, 1
+    )
+    y = torch.from_numpy(labels[seen])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    model.train()
+    for _ in range(3):
+        for batch in torch.randperm(len(seen)).split(64):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            optimizer.step()
+    torch.save(model.state_dict(), root / "resnet18.pt")
+    write_snapshot(root / "snapshots" / "2026-11-01T00", (5, 6, 7, 8, 9), per_class=30)
+    config = basic_config(
+        [{"name": "resnet18-prod", "architecture": "torchvision:resnet18", "weights": "resnet18.pt"}],
+        {"unseen-digits": [("scanner", "snapshots")]},
+        strategies=[
+            {"name": "linear-lr0.1", "mode": "linear", "lr": 0.1, "epochs": 10, "batch_size": 32},
+            {"name": "linear-lr0.01", "mode": "linear", "lr": 0.01, "epochs": 10, "batch_size": 32},
+            {
+                "name": "last-block",
+                "mode": "partial",
+                "trainable_blocks": 1,
+                "lr": 0.01,
+                "epochs": 2,
+                "batch_size": 32,
+            },
+            {
+                "name": "full-adamw",
+                "mode": "full",
+                "optimizer": "adamw",
+                "lr": 0.0005,
+                "epochs": 1,
+                "batch_size": 32,
+            },
+        ],
+    )
+    write_config(root / "persistence-monitor.yaml", config)
+    return root
+
+
+def test_run_once_json_on_a_torchvision_resnet18(resnet_workspace):
+    result = cli("run-once", "--json", cwd=resnet_workspace)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)  # stdout holds the document and nothing else
+    assert set(document) == {"run_id", "status", "seconds", "models"} and document["status"] == "completed"
+    (model,) = document["models"]
+    assert model["model"] == "resnet18-prod" and len(model["version"]) == 12
+    cells = model["cells"]
+    assert len(cells) == 4
+    for cell in cells:
+        assert set(cell) == {
+            "task",
+            "dataset",
+            "snapshot",
+            "strategy",
+            "score",
+            "seed_scores",
+            "status",
+            "error",
+            "seconds",
+        }
+        assert (
+            cell["status"] == "ok" and cell["snapshot"] == "2026-11-01T00" and len(cell["seed_scores"]) == 2
+        )
+        assert cell["score"] == pytest.approx(statistics.fmean(cell["seed_scores"]))
+    # one task, one dataset: P(M) is the mean over strategies (§1)
+    assert model["persistence"] == pytest.approx(statistics.fmean(c["score"] for c in cells))
+    assert model["coverage"] == 1.0
+    linear = next(c for c in cells if c["strategy"] == "linear-lr0.1")
+    assert linear["score"] > 0.6, linear  # chance is 0.2 for five digits
+
+    again = cli("run-once", "--json", cwd=resnet_workspace)
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)
+    assert {c["status"] for c in second["models"][0]["cells"]} == {"cached"}
+    assert second["models"][0]["persistence"] == model["persistence"]
+    assert second["seconds"] < 5
+
+
+def test_run_once_prints_a_table_and_check_config_the_grid(resnet_workspace):
+    result = cli("check-config", cwd=resnet_workspace)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "= 8 fine-tunes" in result.stdout.replace("\n", " ") and "configuration ok" in result.stdout
+    table = cli("run-once", cwd=resnet_workspace, env={"COLUMNS": "160"})
+    assert table.returncode == 0
+    assert "resnet18-prod" in table.stdout and "P(M)" in table.stdout and "linear-lr0.1" in table.stdout
+
+
+def test_demo_end_to_end_on_a_reduced_grid(tmp_path):
+    from monitor.demo import build_demo
+
+    config_path = build_demo(tmp_path / "demo", pretrain_epochs=1)
+    config = yaml.safe_load(config_path.read_text())
+    config["strategies"] = [
+        s for s in config["strategies"] if s["name"] in ("linear-lr0.1", "last-block", "full-adamw")
+    ]
+    for strategy in config["strategies"]:
+        strategy["epochs"] = 1
+    config["seeds"] = [0]
+    config_path.write_text(yaml.safe_dump(config))
+    result = cli("run-once", "--json", "--config", str(config_path))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    (model,) = document["models"]
+    assert model["model"] == "digits-cnn" and model["coverage"] == 1.0
+    assert {(c["task"], c["dataset"]) for c in model["cells"]} == {
+        (t, d) for t in ("unseen-digits", "all-digits") for d in ("scanner-a", "scanner-b")
+    }
+    assert {c["snapshot"] for c in model["cells"]} == {"2026-11-15T00"}
+    # a second build is a no-op: the workspace is reused as it is
+    assert build_demo(tmp_path / "demo") == config_path
+    assert yaml.safe_load(config_path.read_text())["seeds"] == [0]

@@ -1,0 +1,128 @@
+"""The executor: real worker processes; a crash or a hang fails only its own trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monitor.data import prepare_snapshot
+from monitor.engine import CellRef, InlineExecutor, LocalExecutor, TrialSpec, WorkGroup
+from monitor.settings import ModelSpec, StrategySpec, TaskSpec
+from monitor.types import ModelVersion, SnapshotInfo
+from tests._workspace import write_snapshot, write_tiny_cnn
+
+TROUBLE = """
+import os, time
+from torch import nn
+
+class Trouble(nn.Module):
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.body = nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()),
+            nn.Sequential(nn.Conv2d(8, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+        )
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        if self.training:  # only `full` fine-tunes put the whole model in training mode
+            if self.how == "crash":
+                os._exit(3)
+            time.sleep(3600)
+        return self.fc(self.body(x))
+
+def crash():
+    return Trouble("crash")
+
+def hang():
+    return Trouble("hang")
+"""
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> tuple[Path, object]:
+    root = tmp_path_factory.mktemp("executor")
+    (root / "trouble.py").write_text(TROUBLE)
+    write_tiny_cnn(root, name="tiny_exec")
+    snap = write_snapshot(root / "snap", (0, 1, 2), per_class=9)
+    task = TaskSpec(
+        name="t", train_per_class=6, test_per_class=3, datasets=[{"name": "d", "source": str(root)}]
+    )
+    info = SnapshotInfo("t", "d", "s1", "0" * 64, snap, str(root), 0.0)
+    data = prepare_snapshot(info, task, 16, cache_dir=root / "cache")
+    return root, (task, info, data)
+
+
+def group(root: Path, prepared, architecture: str, strategies: list[StrategySpec], seeds=(0,)) -> WorkGroup:
+    task, info, data = prepared
+    model = ModelSpec(name="m", architecture=architecture, image_size=16)
+    trials = tuple(
+        TrialSpec(f"{s.name}-{seed}-{architecture}", CellRef("m", "t", "d", s.name), seed, s)
+        for s in strategies
+        for seed in seeds
+    )
+    return WorkGroup(model, ModelVersion("m", architecture, "", None), task, info, data, trials, root)
+
+
+LINEAR = StrategySpec(name="lin", mode="linear", lr=0.1, epochs=2, batch_size=8)
+PARTIAL = StrategySpec(name="part", mode="partial", trainable_blocks=1, lr=0.1, epochs=1, batch_size=8)
+FULL = StrategySpec(name="full", mode="full", lr=0.1, epochs=1, batch_size=8)
+
+
+def run(executor, groups) -> dict[str, object]:
+    results = {}
+    executor.run(groups, lambda trial, result: results.__setitem__(trial.key, result))
+    assert len(results) == sum(len(g.trials) for g in groups)  # one result per trial, always
+    return results
+
+
+def test_a_crashing_trial_fails_alone_and_the_worker_is_replaced(workspace):
+    root, prepared = workspace
+    crash = group(root, prepared, "python:trouble:crash", [LINEAR, FULL, PARTIAL], seeds=(0, 1))
+    healthy = group(root, prepared, "python:tiny_exec:build", [LINEAR, PARTIAL])
+    with LocalExecutor("cpu", cell_timeout=120) as executor:
+        results = run(executor, [crash, healthy])
+    by_strategy = {k: r for k, r in results.items()}
+    for key, result in by_strategy.items():
+        if key.startswith("full-"):
+            assert result.status == "failed"
+            assert "worker process died (exit code 3)" in result.error
+        else:
+            assert result.status == "ok", (key, result.error)
+            assert 0.0 <= result.score <= 1.0
+
+
+def test_a_hanging_trial_times_out_and_the_group_goes_on(workspace):
+    root, prepared = workspace
+    hang = group(root, prepared, "python:trouble:hang", [LINEAR, FULL, PARTIAL])
+    with LocalExecutor("cpu", cell_timeout=6) as executor:
+        results = run(executor, [hang])
+    assert results["full-0-python:trouble:hang"].status == "failed"
+    assert "timed out after 6s" in results["full-0-python:trouble:hang"].error
+    assert results["lin-0-python:trouble:hang"].status == "ok"
+    assert results["part-0-python:trouble:hang"].status == "ok"
+
+
+def test_a_group_that_cannot_load_fails_all_its_trials_with_the_reason(workspace):
+    root, prepared = workspace
+    broken = group(root, prepared, "python:no_such_module:build", [LINEAR, PARTIAL])
+    for executor in (InlineExecutor("cpu"), LocalExecutor("cpu", cell_timeout=60)):
+        try:
+            results = run(executor, [broken])
+        finally:
+            executor.close()
+        assert {r.status for r in results.values()} == {"failed"}
+        assert all("cannot import no_such_module" in r.error for r in results.values())
+
+
+def test_inline_and_worker_processes_compute_the_same(workspace):
+    root, prepared = workspace
+    work = group(root, prepared, "python:tiny_exec:build", [LINEAR, PARTIAL, FULL], seeds=(0, 1))
+    inline = run(InlineExecutor("cpu"), [work])
+    with LocalExecutor("cpu") as executor:
+        process = run(executor, [work])
+    assert {k: (r.status, r.score) for k, r in inline.items()} == {
+        k: (r.status, r.score) for k, r in process.items()
+    }

@@ -1,0 +1,245 @@
+"""HTTP(S) sources: a JSON manifest on a real loopback server, streamed and checked downloads."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import tarfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from monitor.errors import SnapshotRejected, SourceError
+from monitor.settings import DatasetSpec
+from monitor.sources import SnapshotCandidate, SnapshotLimits, list_snapshots, materialize
+
+FILES = {"train/cat/1.png": b"c1", "train/dog/1.png": b"d1", "test/cat/2.png": b"c2", "test/dog/2.png": b"d2"}
+
+
+@dataclass
+class Server:
+    """A loopback HTTP server answering from `routes`; it records every path requested."""
+
+    base: str
+    routes: dict[str, tuple[int, bytes, dict[str, str]]] = field(default_factory=dict)
+    hits: list[str] = field(default_factory=list)
+
+    def serve(self, path: str, body: bytes, status: int = 200, **headers: str) -> str:
+        self.routes[path] = (status, body, headers)
+        return self.base + path
+
+    def manifest(self, path: str, entries: list[dict[str, object]]) -> str:
+        return self.serve(path, json.dumps({"snapshots": entries}).encode(), content_type="application/json")
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    state: dict[str, Server] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            srv = state["server"]
+            srv.hits.append(self.path)
+            status, body, headers = srv.routes.get(self.path, (404, b"not found", {}))
+            self.send_response(status)
+            headers = dict(headers)
+            length = headers.pop("length", str(len(body)))
+            for name, value in headers.items():
+                self.send_header(name.replace("_", "-"), value)
+            if length != "none":  # "none": close-delimited body (HTTP/1.0), no Content-Length
+                self.send_header("Content-Length", length)
+            self.end_headers()
+            with contextlib.suppress(
+                BrokenPipeError, ConnectionResetError
+            ):  # the client may give up (size cap)
+                self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    state["server"] = Server(base=f"http://127.0.0.1:{httpd.server_address[1]}")
+    # A short poll interval keeps shutdown (and so each test) fast.
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield state["server"]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _targz(files: dict[str, bytes] = FILES) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, payload in files.items():
+            info = tarfile.TarInfo(f"snap/{name}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return buffer.getvalue()
+
+
+def _zip(files: dict[str, bytes] = FILES) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, payload in files.items():
+            zf.writestr(name, payload)
+    return buffer.getvalue()
+
+
+def _sha(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def _list(url: str, tmp_path: Path, client: httpx.Client | None = None) -> list[SnapshotCandidate]:
+    return list_snapshots(
+        "task", DatasetSpec(name="ds", source=url), state_dir=tmp_path / "state", client=client
+    )
+
+
+def test_manifest_lists_snapshots_with_urls_resolved_against_it(server: Server, tmp_path: Path) -> None:
+    url = server.manifest(
+        "/line-a/manifest.json",
+        [
+            {"id": "2026-11-29T06", "url": "2026-11-29T06.tar.gz", "sha256": "AB" * 32},
+            {"id": "2026-11-28T06", "url": "../archive/2026-11-28T06.zip", "sha256": "cd" * 32},
+            {"id": "b-custom", "url": f"{server.base}/abs/b.tgz", "sha256": "ef" * 32, "timestamp": 1234.5},
+        ],
+    )
+
+    with httpx.Client() as client:
+        found = _list(url, tmp_path, client)
+
+    assert [(c.snapshot, c.kind, c.location, c.sha256) for c in found] == [
+        ("2026-11-28T06", "remote", f"{server.base}/archive/2026-11-28T06.zip", "cd" * 32),
+        ("2026-11-29T06", "remote", f"{server.base}/line-a/2026-11-29T06.tar.gz", "ab" * 32),
+        ("b-custom", "remote", f"{server.base}/abs/b.tgz", "ef" * 32),
+    ]
+    assert found[1].timestamp == datetime(2026, 11, 29, 6, tzinfo=UTC).timestamp()  # parsed from the id
+    assert found[2].timestamp == 1234.5
+    assert all(c.task == "task" and c.dataset == "ds" and c.source == url for c in found)
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".zip"])
+def test_a_remote_snapshot_is_downloaded_checked_extracted_and_reused(
+    server: Server, tmp_path: Path, suffix: str
+) -> None:
+    body = _targz() if suffix == ".tar.gz" else _zip()
+    server.serve(f"/data/s1{suffix}", body)
+    url = server.manifest("/data/manifest.json", [{"id": "s1", "url": f"s1{suffix}", "sha256": _sha(body)}])
+    state = tmp_path / "state"
+    [candidate] = _list(url, tmp_path)
+
+    info = materialize(candidate, state_dir=state)
+
+    assert info.digest == _sha(body)
+    extracted = state / "snapshots" / info.digest
+    assert info.root == (extracted / "snap" if suffix == ".tar.gz" else extracted)  # _targz wraps in snap/
+    assert {p.relative_to(info.root).as_posix() for p in info.root.rglob("*.png")} == set(FILES)
+    assert list((state / "downloads").iterdir()) == []  # the archive is not kept once extracted
+    downloads = server.hits.count(f"/data/s1{suffix}")
+    assert materialize(candidate, state_dir=state) == info
+    assert server.hits.count(f"/data/s1{suffix}") == downloads == 1  # already extracted: no download
+
+
+def test_a_checksum_mismatch_is_rejected_and_nothing_is_kept(server: Server, tmp_path: Path) -> None:
+    body = _targz()
+    server.serve("/s1.tar.gz", body)
+    url = server.manifest("/manifest.json", [{"id": "s1", "url": "s1.tar.gz", "sha256": "0" * 64}])
+    [candidate] = _list(url, tmp_path)
+
+    with pytest.raises(SnapshotRejected) as caught:
+        materialize(candidate, state_dir=tmp_path / "state")
+
+    assert caught.value.reason == "checksum_mismatch"
+    assert _sha(body) in str(caught.value) and "task/ds/s1" in str(caught.value)
+    assert list((tmp_path / "state" / "downloads").iterdir()) == []
+    assert not (tmp_path / "state" / "snapshots").exists()
+
+
+@pytest.mark.parametrize("length", ["declared", "none"])
+def test_a_download_over_the_size_cap_is_rejected(server: Server, tmp_path: Path, length: str) -> None:
+    body = bytes(300_000)
+    if length == "declared":
+        server.serve("/big.tar", body)
+    else:
+        server.serve("/big.tar", body, length="none")
+    url = server.manifest("/manifest.json", [{"id": "big", "url": "big.tar", "sha256": _sha(body)}])
+    [candidate] = _list(url, tmp_path)
+
+    with pytest.raises(SnapshotRejected, match="larger than the download limit of 100000 bytes") as caught:
+        materialize(
+            candidate, state_dir=tmp_path / "state", limits=SnapshotLimits(max_download_bytes=100_000)
+        )
+
+    assert caught.value.reason == "too_large"
+    assert list((tmp_path / "state" / "downloads").iterdir()) == []
+
+
+def test_a_missing_archive_is_a_source_error_not_a_rejection(server: Server, tmp_path: Path) -> None:
+    url = server.manifest("/manifest.json", [{"id": "s1", "url": "gone.tar", "sha256": "a" * 64}])
+    [candidate] = _list(url, tmp_path)
+
+    with pytest.raises(SourceError, match=r"cannot download snapshot task/ds/s1 .*HTTP 404") as caught:
+        materialize(candidate, state_dir=tmp_path / "state")
+    assert not isinstance(caught.value, SnapshotRejected)
+
+
+BAD_MANIFESTS: dict[str, tuple[bytes, str]] = {
+    "not-json": (b"<html>", "not valid JSON"),
+    "list": (b"[]", '"snapshots" list'),
+    "no-snapshots": (b'{"items": []}', '"snapshots" list'),
+    "entry-not-object": (b'{"snapshots": ["s1"]}', r"snapshots\[0\] is not an object"),
+    "no-id": (b'{"snapshots": [{"url": "a.tar", "sha256": "' + b"a" * 64 + b'"}]}', r"snapshots\[0\]\.id"),
+    "slash-id": (b'{"snapshots": [{"id": "a/b", "url": "a.tar", "sha256": "' + b"a" * 64 + b'"}]}', "id"),
+    "no-sha": (b'{"snapshots": [{"id": "a", "url": "a.tar"}]}', r"snapshots\[0\]\.sha256"),
+    "short-sha": (b'{"snapshots": [{"id": "a", "url": "a.tar", "sha256": "abc"}]}', "64 hex digits"),
+    "bad-suffix": (
+        b'{"snapshots": [{"id": "a", "url": "a.rar", "sha256": "' + b"a" * 64 + b'"}]}',
+        ".tar.gz",
+    ),
+    "ftp-url": (
+        b'{"snapshots": [{"id": "a", "url": "ftp://x/a.tar", "sha256": "' + b"a" * 64 + b'"}]}',
+        "not http",
+    ),
+    "duplicate-id": (
+        b'{"snapshots": [{"id": "a", "url": "a.tar", "sha256": "'
+        + b"a" * 64
+        + b'"}, {"id": "a", "url": "b.tar", "sha256": "'
+        + b"b" * 64
+        + b'"}]}',
+        "appears twice",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MANIFESTS))
+def test_a_bad_manifest_is_a_source_error_that_names_the_dataset(
+    server: Server, tmp_path: Path, case: str
+) -> None:
+    body, problem = BAD_MANIFESTS[case]
+    url = server.serve("/manifest.json", body)
+    with pytest.raises(SourceError, match=problem) as caught:
+        _list(url, tmp_path)
+    assert f"cannot list snapshots of dataset task/ds at {url}" in str(caught.value)
+
+
+def test_an_unreachable_manifest_is_a_source_error_without_credentials(
+    server: Server, tmp_path: Path
+) -> None:
+    url = server.base.replace("http://", "http://user:s3cret@") + "/missing.json?token=s3cret"
+    with pytest.raises(SourceError, match="HTTP 404") as caught:
+        _list(url, tmp_path)
+    assert "s3cret" not in str(caught.value)
+
+    dead = "http://127.0.0.1:9/manifest.json"  # discard port: nothing listens there
+    with pytest.raises(SourceError, match="ConnectError"):
+        _list(dead, tmp_path)

@@ -1,0 +1,196 @@
+"""The pipeline end to end on real images and real models (in-process executor, SQLite in tmp)."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+
+from monitor.engine import InlineExecutor
+from monitor.pipeline import RunReport, run_evaluation
+from monitor.scoring import score_model
+from monitor.settings import load_settings
+from monitor.store import Store
+from tests._workspace import basic_config, write_config, write_snapshot, write_tiny_cnn
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+        self.trials = 0
+
+    def stage(self, text: str) -> None:
+        pass
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+
+    def planned(self, trials: int, cached: int) -> None:
+        pass
+
+    def trial_done(self, trial, result) -> None:
+        self.trials += 1
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path):
+    write_tiny_cnn(tmp_path, name="pipe_cnn")
+    for dataset, offset in (("a", 0), ("b", 40)):
+        write_snapshot(tmp_path / "data" / dataset / "2026-01-01T00", (5, 6, 7), per_class=24, offset=offset)
+        write_snapshot(
+            tmp_path / "data" / dataset / "2026-01-02T00",
+            (5, 6, 7),
+            per_class=24,
+            offset=offset + 10,
+            layout="hashed",
+        )
+    config = basic_config(
+        [{"name": "cnn", "architecture": "python:pipe_cnn:build"}],
+        {"digits": [("a", "data/a"), ("b", "data/b")]},
+    )
+    return tmp_path, config
+
+
+def evaluate(root: Path, config: dict, executor=None) -> tuple[RunReport, Recorder, Store]:
+    settings = load_settings(write_config(root / "persistence-monitor.yaml", config))
+    store = Store.open(settings.resolved_database_url)
+    recorder = Recorder()
+    report = run_evaluation(settings, store, executor or InlineExecutor("cpu"), observer=recorder)
+    return report, recorder, store
+
+
+def test_a_run_scores_every_cell_and_a_repeat_is_all_cached(workspace):
+    root, config = workspace
+    report, _recorder, store = evaluate(root, config)
+    assert report.status == "completed" and report.trials_run == 2 * 4 * 2
+    (model,) = report.models
+    assert len(model.cells) == 2 * 4
+    for cell in model.cells:
+        assert cell.status == "ok" and cell.snapshot == "2026-01-02T00"  # the newest snapshot
+        assert len(cell.seed_scores) == 2 and cell.score == pytest.approx(statistics.fmean(cell.seed_scores))
+    # P(M) from the cells, by the formula: one task, two datasets, four strategies -> plain mean.
+    assert model.score.persistence == pytest.approx(statistics.fmean(c.score for c in model.cells))
+    assert model.score.coverage == 1.0
+    stored = store.get_run(report.run_id)
+    assert stored is not None and stored.status == "completed"
+    assert [c.score for c in stored.cells] == [c.score for c in model.cells]
+
+    again, recorder2, _ = evaluate(root, config)
+    assert again.trials_run == 0 and recorder2.trials == 0
+    assert {c.status for c in again.models[0].cells} == {"cached"}
+    assert again.models[0].score.persistence == model.score.persistence
+
+
+def test_a_new_snapshot_recomputes_only_its_dataset(workspace):
+    root, config = workspace
+    evaluate(root, config)
+    write_snapshot(root / "data" / "b" / "2026-01-03T00", (5, 6, 7), per_class=24, offset=60)
+    report, _, _ = evaluate(root, config)
+    assert report.trials_run == 4 * 2  # dataset b only
+    statuses = {(c.dataset, c.status) for c in report.models[0].cells}
+    assert statuses == {("a", "cached"), ("b", "ok")}
+    assert {c.snapshot for c in report.models[0].cells if c.dataset == "b"} == {"2026-01-03T00"}
+
+
+def test_incomplete_snapshots_are_ignored(workspace):
+    root, config = workspace
+    write_snapshot(root / "data" / "a" / "2026-01-09T00", (5, 6, 7), per_class=24, marker=False)
+    report, _, _ = evaluate(root, config)
+    assert {c.snapshot for c in report.models[0].cells if c.dataset == "a"} == {"2026-01-02T00"}
+
+
+def test_a_rejected_snapshot_never_replaces_the_last_good_one(workspace):
+    root, config = workspace
+    write_snapshot(root / "data" / "a" / "2026-01-05T00", (5,), per_class=24)  # one class only
+    report, recorder, store = evaluate(root, config)
+    assert report.status == "completed"
+    assert {c.snapshot for c in report.models[0].cells if c.dataset == "a"} == {"2026-01-02T00"}
+    assert any("2026-01-05T00 rejected (too_few_classes)" in w for w in recorder.warnings)
+    assert store.snapshot_error_counts()[("digits", "a", "too_few_classes")] == 1
+
+
+def test_a_dataset_without_snapshots_fails_its_cells_and_the_rest_carries_on(workspace):
+    root, config = workspace
+    (root / "data" / "c").mkdir()
+    config["tasks"][0]["datasets"].append({"name": "c", "source": "data/c"})
+    report, _, _ = evaluate(root, config)
+    assert report.status == "partial"
+    cells = report.models[0].cells
+    failed = [c for c in cells if c.status == "failed"]
+    assert {c.dataset for c in failed} == {"c"} and len(failed) == 4
+    assert "no complete snapshot yet" in failed[0].error and "_SUCCESS" in failed[0].error
+    score = report.models[0].score
+    assert score.coverage == pytest.approx(8 / 12)
+    # P(M) leaves the failed cells out: the mean over datasets a and b.
+    assert score.persistence == pytest.approx(
+        statistics.fmean(c.score for c in cells if c.status != "failed")
+    )
+
+
+def test_corrupt_images_are_skipped_and_counted(workspace):
+    root, config = workspace
+    bad = root / "data" / "a" / "2026-01-02T00" / "6" / "zz-corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    report, recorder, store = evaluate(root, config)
+    assert report.status == "completed"
+    assert any("skipped 1 undecodable image" in w and "zz-corrupt.png" in w for w in recorder.warnings)
+    assert store.snapshot_error_counts()[("digits", "a", "undecodable_image")] == 1
+
+
+def test_a_model_with_bad_weights_fails_only_its_own_cells(workspace):
+    root, config = workspace
+    (root / "wrong.safetensors").write_bytes(b"not safetensors at all")
+    config["models"].append(
+        {
+            "name": "broken",
+            "architecture": "python:pipe_cnn:build",
+            "weights": "wrong.safetensors",
+            "image_size": 32,
+        }
+    )
+    report, _, _ = evaluate(root, config)
+    assert report.status == "partial"
+    good, broken = report.models
+    assert {c.status for c in good.cells} == {"ok"}
+    assert {c.status for c in broken.cells} == {"failed"}
+    assert all("wrong.safetensors" in c.error for c in broken.cells)
+    assert broken.score.persistence is None and broken.score.coverage == 0.0
+
+
+def test_the_stored_result_matches_the_scoring_of_its_cells(workspace):
+    """Hand check of the whole chain: rescore the stored cells with the §1 formula."""
+    root, config = workspace
+    config["tasks"].append(
+        {
+            "name": "other",
+            "metric": "macro_f1",
+            "train_per_class": 8,
+            "test_per_class": 4,
+            "datasets": [{"name": "a", "source": "data/a"}],
+        }
+    )
+    report, _, store = evaluate(root, config)
+    stored = store.get_run(report.run_id)
+    cells = stored.cells
+    by_task = {}
+    for cell in cells:
+        by_task.setdefault(cell.task, {}).setdefault(cell.dataset, []).append(cell.score)
+    expected = statistics.fmean(
+        statistics.fmean(statistics.fmean(scores) for scores in datasets.values())
+        for datasets in by_task.values()
+    )
+    (model,) = stored.models
+    assert model.persistence == pytest.approx(expected)
+    planned = [(c.task, c.dataset, c.strategy) for c in cells]
+    assert score_model("cnn", model.version, cells, planned).persistence == pytest.approx(expected)
+
+
+def test_deleting_the_decoded_cache_recomputes_nothing_stored(workspace):
+    """The decoded-data cache is a cache: deleting it recomputes nothing that is stored."""
+    root, config = workspace
+    evaluate(root, config)
+    shutil.rmtree(root / "state" / "cache")
+    report, _, _ = evaluate(root, config)
+    assert report.trials_run == 0 and report.status == "completed"

@@ -1,0 +1,165 @@
+"""Settings: the YAML file, `PM_*` overrides, relative paths, and errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monitor.errors import ConfigError
+from monitor.settings import find_config, load_settings, parse_duration
+from tests._workspace import write_config
+
+
+@pytest.fixture()
+def minimal(tmp_path: Path) -> dict:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "w.safetensors").write_bytes(b"x")
+    return {
+        "models": [{"name": "m", "architecture": "torchvision:resnet18", "weights": "w.safetensors"}],
+        "tasks": [{"name": "t", "datasets": [{"name": "d", "source": "src"}]}],
+        "strategies": [{"name": "s", "mode": "linear", "lr": 0.1, "epochs": 1}],
+    }
+
+
+def load(tmp_path: Path, document: dict):
+    return load_settings(write_config(tmp_path / "c.yaml", document))
+
+
+def problems(tmp_path: Path, document: dict) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, document)
+    return info.value.problems
+
+
+def test_defaults_and_relative_paths(tmp_path, minimal, monkeypatch):
+    monkeypatch.chdir("/")
+    settings = load(tmp_path, minimal)
+    assert settings.state_dir == tmp_path / "state"
+    assert settings.models[0].weights == tmp_path / "w.safetensors"
+    assert settings.tasks[0].datasets[0].source == str(tmp_path / "src")
+    assert settings.resolved_database_url == f"sqlite:///{tmp_path / 'state' / 'monitor.db'}"
+    assert settings.server.host == "127.0.0.1" and settings.server.port == 9775
+    assert settings.server.api_token is None
+    assert settings.seeds == [0, 1, 2] and settings.device == "auto"
+    assert settings.schedule.poll == 60.0 and settings.schedule.evaluate == "0 */6 * * *"
+    strategy = settings.strategies[0]
+    assert (strategy.optimizer, strategy.batch_size, strategy.weight_decay, strategy.momentum) == (
+        "sgd",
+        64,
+        0.0,
+        0.9,
+    )
+    task = settings.tasks[0]
+    assert (task.metric, task.train_per_class, task.test_per_class, task.test_fraction) == (
+        "accuracy",
+        64,
+        64,
+        0.2,
+    )
+    assert task.datasets[0].ready_marker == "_SUCCESS"
+    assert settings.config_dir == tmp_path
+
+
+def test_env_overrides_nested_fields_and_lists(tmp_path, minimal, monkeypatch):
+    monkeypatch.setenv("PM_SERVER__PORT", "9999")
+    monkeypatch.setenv("PM_SERVER__API_TOKEN", "t0ken")
+    monkeypatch.setenv("PM_SEEDS", "[4, 5]")
+    monkeypatch.setenv("PM_SCHEDULE__POLL", "5m")
+    minimal["server"] = {"host": "0.0.0.0", "port": 1234}
+    settings = load(tmp_path, minimal)
+    assert settings.server.port == 9999 and settings.server.host == "0.0.0.0"  # deep-merged
+    assert settings.server.api_token.get_secret_value() == "t0ken"
+    assert "t0ken" not in repr(settings) and "t0ken" not in str(settings.model_dump())
+    assert settings.seeds == [4, 5] and settings.schedule.poll == 300.0
+
+
+def test_every_problem_is_reported_at_once_with_its_path(tmp_path, minimal):
+    minimal["models"].append({"name": "m", "architecture": "keras:thing"})
+    minimal["tasks"][0]["metric"] = "auc"
+    minimal["tasks"][0]["datasets"].append({"name": "d", "source": "src"})
+    minimal["seeds"] = []
+    minimal["schedule"] = {"evaluate": "every day"}
+    found = dict(problems(tmp_path, minimal))
+    assert "models[1].architecture" in found and "torchvision:<builder>" in found["models[1].architecture"]
+    assert "tasks[0].metric" in found and "accuracy" in found["tasks[0].metric"]
+    assert "duplicate dataset name 'd'" in found["tasks[0].datasets"]
+    assert "seeds" in found
+    assert "not a valid 5-field cron expression" in found["schedule.evaluate"]
+
+
+def test_duplicate_names_and_required_fields(tmp_path, minimal):
+    minimal["strategies"].append({"name": "s", "mode": "full", "lr": 0.1, "epochs": 1})
+    minimal["tasks"][0].pop("name")
+    found = dict(problems(tmp_path, minimal))
+    assert found["tasks[0].name"] == "required field is missing"
+    assert "duplicate strategy name 's'" in found["strategies"]
+
+
+def test_local_paths_are_checked_after_the_schema(tmp_path, minimal):
+    minimal["models"][0]["weights"] = "missing.pt"
+    minimal["tasks"][0]["datasets"][0]["source"] = "nowhere"
+    minimal["tasks"][0]["datasets"].append({"name": "e", "source": "ftp://x/y"})
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    minimal["models"].append({"name": "n", "architecture": "torchvision:resnet18", "weights": "model.onnx"})
+    found = dict(problems(tmp_path, minimal))
+    assert found["models[0].weights"] == f"no such file: {tmp_path / 'missing.pt'}"
+    assert "unsupported weights file model.onnx" in found["models[1].weights"]
+    assert found["tasks[0].datasets[0].source"] == f"no such directory: {tmp_path / 'nowhere'}"
+    assert "http(s)://" in found["tasks[0].datasets[1].source"]
+
+
+def test_kind_specific_rules(tmp_path, minimal):
+    minimal["models"].append({"name": "ts", "architecture": "torchscript"})
+    minimal["strategies"].append(
+        {"name": "p", "mode": "linear", "lr": 0.1, "epochs": 1, "trainable_blocks": 2}
+    )
+    minimal["alerts"] = {"rules": [{"name": "D", "kind": "drop", "baseline": "pinned"}, {"name": "X"}]}
+    found = dict(problems(tmp_path, minimal))
+    assert "needs `weights:`" in found["models[1].weights"]
+    assert "only meaningful when mode is 'partial'" in found["strategies[1].trainable_blocks"]
+    assert "required when baseline is 'pinned'" in found["alerts.rules[0].pinned_run"]
+    assert "missing `kind:`" in found["alerts.rules[1]"]
+
+
+def test_yaml_syntax_error_has_a_line_number(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("models:\n  - name: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"YAML syntax error at line 3"):
+        load_settings(path)
+
+
+def test_find_config_order(tmp_path, monkeypatch):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("x: 1")
+    b.write_text("x: 1")
+    monkeypatch.chdir(tmp_path)
+    assert find_config(str(a), env={"PM_CONFIG": str(b)}) == a
+    assert find_config(None, env={"PM_CONFIG": str(b)}) == b
+    with pytest.raises(ConfigError, match=r"persistence-monitor\.yaml"):
+        find_config(None, env={})
+    (tmp_path / "persistence-monitor.yaml").write_text("x: 1")
+    assert find_config(None, env={}) == tmp_path / "persistence-monitor.yaml"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("60s", 60),
+        ("5m", 300),
+        ("24h", 86400),
+        ("1h30m", 5400),
+        ("7d", 604800),
+        ("250ms", 0.25),
+        (90, 90),
+        ("12", 12),
+    ],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5 parsecs", "m5", "1h-3m"])
+def test_bad_durations(text):
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)

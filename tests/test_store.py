@@ -1,0 +1,718 @@
+"""The result store, on SQLite in tmp_path and on a real PostgreSQL (see tests/_postgres.py)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, create_engine, inspect, select, text
+from sqlalchemy.orm import Session
+
+from monitor.errors import StoreError
+from monitor.store import (
+    UNDECODABLE_IMAGE,
+    Base,
+    SnapshotRecord,
+    Store,
+    new_run_id,
+)
+from monitor.store._engine import connect_engine, parse_url
+from monitor.store._migrate import head_revision
+from monitor.store._schema import ModelVersionRow, RunModelRow
+from monitor.types import CellResult, ModelScore, ModelVersion, TrialResult
+
+T0 = datetime(2026, 11, 1, 6, tzinfo=UTC)
+DIGEST_A = "a1" * 32
+DIGEST_B = "b2" * 32
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        # A folder that does not exist yet: opening the store must create it.
+        return f"sqlite:///{tmp_path / 'state' / 'monitor.db'}"
+    fresh: str = request.getfixturevalue("postgres_fresh_url")
+    return fresh
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[Store]:
+    with Store.open(url) as opened:
+        yield opened
+
+
+def _plain_engine(url: str) -> Engine:
+    """An engine without the store's machinery, to look at the database from outside."""
+    return create_engine(url)
+
+
+def trial(
+    key: str, *, seed: int = 0, score: float | None = 0.9, status: str = "ok", **details: object
+) -> TrialResult:
+    return TrialResult(key=key, seed=seed, status=status, score=score, seconds=1.5, details=details)  # type: ignore[arg-type]
+
+
+def save(store: Store, result: TrialResult, run_id: str) -> None:
+    store.save_trial(
+        result, run_id=run_id, model="r18", task="defects", dataset="line-a", snapshot="s1", strategy="linear"
+    )
+
+
+def model_score(model: str, persistence: float | None, *, version: str = DIGEST_A[:12]) -> ModelScore:
+    return ModelScore(
+        model=model,
+        version=version,
+        persistence=persistence,
+        stderr=0.01 if persistence is not None else None,
+        spread=0.05 if persistence is not None else None,
+        worst_cell=("defects", "line-b", "full") if persistence is not None else None,
+        worst_cell_score=0.5 if persistence is not None else None,
+        coverage=0.75,
+        cells_planned=4,
+        cells_scored=3,
+        task_scores={"defects": 0.8, "texture": 0.6},
+        dataset_scores={"defects": {"line-b": 0.7, "line-a": 0.9}, "texture": {"dtd": 0.6}},
+        strategy_scores={"linear": 0.75, "full": 0.65},
+    )
+
+
+def cell(model: str, dataset: str, strategy: str, score: float | None, status: str = "ok") -> CellResult:
+    return CellResult(
+        model=model,
+        task="defects",
+        dataset=dataset,
+        snapshot="2026-11-01T06",
+        strategy=strategy,
+        status=status,  # type: ignore[arg-type]
+        score=score,
+        seed_scores=(score, score) if score is not None else (),
+        seconds=2.25,
+        error="CUDA out of memory after 3 retries" if status == "failed" else None,
+        keys=(f"{model}-{dataset}-{strategy}-0", f"{model}-{dataset}-{strategy}-1"),
+    )
+
+
+def run(
+    store: Store,
+    *,
+    hours: int,
+    scores: list[ModelScore],
+    status: str = "completed",
+    cells: list[CellResult] | None = None,
+) -> str:
+    run_id = new_run_id()
+    store.begin_run(
+        run_id,
+        trigger="schedule",
+        config_digest="c0ffee",
+        plan={"cells": []},
+        started_at=T0 + timedelta(hours=hours),
+    )
+    store.finish_run(run_id, status=status, seconds=12.5, scores=scores, cells=cells or [])
+    return run_id
+
+
+# -- migrations ----------------------------------------------------------------------------------
+
+
+def test_open_migrates_a_fresh_database_to_head(url: str) -> None:
+    with Store.open(url):
+        pass
+    if url.startswith("sqlite"):
+        assert Path(url.removeprefix("sqlite:///")).is_file()
+    engine = _plain_engine(url)
+    try:
+        with engine.connect() as connection:
+            assert MigrationContext.configure(connection).get_current_revision() == head_revision()
+            tables = set(inspect(connection).get_table_names())
+        assert {"runs", "run_models", "run_cells", "trials", "snapshots", "model_versions"} <= tables
+    finally:
+        engine.dispose()
+
+
+def test_opening_twice_keeps_data_and_migrates_nothing(url: str) -> None:
+    with Store.open(url) as first:
+        first.record_model_version(ModelVersion("r18", "torchvision:resnet18", DIGEST_A, None))
+    with Store.open(url) as second:
+        assert [v.digest for v in second.known_model_versions("r18")] == [DIGEST_A]
+
+
+def test_models_match_the_migrated_schema(store: Store, url: str) -> None:
+    # alembic `check`: autogenerate against the migrated database must find nothing to do.
+    engine = _plain_engine(url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    with Store.open(f"sqlite:///{tmp_path / 'monitor.db'}") as store, store._reading("test") as session:
+        assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_store_does_not_import_torch() -> None:
+    code = "import sys, monitor.store; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- trials --------------------------------------------------------------------------------------
+
+
+def test_trials_are_found_by_key_and_the_first_result_wins(store: Store) -> None:
+    run_id = new_run_id()
+    store.begin_run(run_id, trigger="cli", config_digest="c", plan={})
+    save(store, trial("k1", score=0.9), run_id)
+    save(
+        store,
+        trial("k2", seed=1, score=0.1, status="diverged", loss=math.nan, epochs=3, note="nan at epoch 2"),
+        run_id,
+    )
+    save(store, trial("k1", score=0.2), run_id)  # computed twice (a resumed run): ignored
+
+    found = store.find_trials(["k1", "k2", "missing", "k1"])
+
+    assert set(found) == {"k1", "k2"}
+    assert found["k1"] == trial("k1", score=0.9)
+    diverged = found["k2"]
+    assert (diverged.status, diverged.score, diverged.seed) == ("diverged", 0.1, 1)
+    assert math.isnan(diverged.details["loss"])  # type: ignore[arg-type]
+    assert {k: v for k, v in diverged.details.items() if k != "loss"} == {
+        "epochs": 3,
+        "note": "nan at epoch 2",
+    }
+
+
+def test_trial_lookup_is_chunked_below_the_bound_variable_limits(store: Store) -> None:
+    # 70,000 keys: above SQLite's 32,766 and PostgreSQL's 65,535 bound parameters per statement.
+    keys = [f"{i:064x}" for i in range(70_000)]
+    run_id = new_run_id()
+    store.begin_run(run_id, trigger="cli", config_digest="c", plan={})
+    stored = [keys[0], keys[499], keys[500], keys[1000], keys[33_000], keys[69_999]]
+    for key in stored:
+        save(store, trial(key), run_id)
+
+    assert sorted(store.find_trials(keys)) == sorted(stored)
+    assert store.find_trials([]) == {}
+
+
+def test_failed_or_non_finite_trials_are_refused(store: Store) -> None:
+    run_id = new_run_id()
+    store.begin_run(run_id, trigger="cli", config_digest="c", plan={})
+    with pytest.raises(ValueError, match="only 'ok' and 'diverged'"):
+        save(store, trial("k1", score=None, status="failed"), run_id)
+    with pytest.raises(ValueError, match="finite"):
+        save(store, trial("k2", score=math.nan), run_id)
+    assert store.find_trials(["k1", "k2"]) == {}
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+def test_a_run_round_trips_with_models_and_cells_in_plan_order(store: Store) -> None:
+    run_id = new_run_id()
+    plan = {
+        "cells": [["r18", "defects", "line-b", "full"], ["r18", "defects", "line-a", "linear"]],
+        "seeds": [0, 1],
+    }
+    store.begin_run(run_id, trigger="api", config_digest="c0ffee", plan=plan)
+    assert store.get_run(run_id).status == "running"  # type: ignore[union-attr]
+
+    scores = [model_score("vit", 0.61, version="factory"), model_score("r18", None)]
+    cells = [
+        cell("vit", "line-b", "full", 0.5),
+        cell("vit", "line-a", "linear", 1.0 / 3.0, status="cached"),
+        cell("r18", "line-a", "linear", 0.25, status="diverged"),
+        cell("r18", "line-b", "full", None, status="failed"),
+    ]
+    store.finish_run(run_id, status="partial", seconds=42.5, scores=scores, cells=cells, error=None)
+
+    record = store.get_run(run_id)
+    assert record is not None
+    assert (record.id, record.trigger, record.status, record.config_digest) == (
+        run_id,
+        "api",
+        "partial",
+        "c0ffee",
+    )
+    assert record.plan == plan
+    assert record.seconds == 42.5
+    assert record.models == scores
+    assert record.cells == cells
+    assert (
+        record.started_at.tzinfo is UTC
+        and record.finished_at is not None
+        and record.finished_at.tzinfo is UTC
+    )
+    assert record.started_at <= record.finished_at
+    assert store.get_run(new_run_id()) is None
+
+
+def test_finish_run_is_one_transaction_with_the_extra_hook(store: Store) -> None:
+    def failing_hook(session: Session) -> None:
+        session.add(ModelVersionRow(model="hook", digest="d", architecture="a", first_seen_at=T0))
+        session.flush()
+        raise RuntimeError("alert evaluation crashed")
+
+    run_id = new_run_id()
+    store.begin_run(run_id, trigger="schedule", config_digest="c", plan={"cells": []})
+    with pytest.raises(RuntimeError, match="alert evaluation crashed"):
+        store.finish_run(
+            run_id,
+            status="completed",
+            seconds=1.0,
+            scores=[model_score("r18", 0.8)],
+            cells=[cell("r18", "line-a", "linear", 0.8)],
+            extra=failing_hook,
+        )
+    record = store.get_run(run_id)
+    assert record is not None
+    assert (record.status, record.models, record.cells, record.finished_at) == ("running", [], [], None)
+    assert store.known_model_versions("hook") == []
+    assert store.cell_counts() == {"ok": 0, "cached": 0, "diverged": 0, "failed": 0}
+    assert [r.id for r in store.unfinished_runs()] == [run_id]
+
+    # The same run can still be finished, and the hook's writes commit with it.
+    def hook(session: Session) -> None:
+        session.add(ModelVersionRow(model="hook", digest="d", architecture="a", first_seen_at=T0))
+
+    store.finish_run(
+        run_id, status="completed", seconds=1.0, scores=[model_score("r18", 0.8)], cells=[], extra=hook
+    )
+    assert [v.digest for v in store.known_model_versions("hook")] == ["d"]
+    assert store.get_run(run_id).status == "completed"  # type: ignore[union-attr]
+
+
+def test_finish_run_refuses_bad_input_before_writing(store: Store) -> None:
+    run_id = new_run_id()
+    store.begin_run(run_id, trigger="cli", config_digest="c", plan={})
+    with pytest.raises(ValueError, match="finite"):
+        store.finish_run(
+            run_id, status="completed", seconds=1.0, scores=[model_score("r18", math.nan)], cells=[]
+        )
+    with pytest.raises(ValueError, match="finite"):
+        store.finish_run(
+            run_id,
+            status="completed",
+            seconds=1.0,
+            scores=[],
+            cells=[cell("r18", "line-a", "full", math.inf)],
+        )
+    with pytest.raises(ValueError, match="one of completed, partial, failed"):
+        store.finish_run(run_id, status="running", seconds=1.0, scores=[], cells=[])
+    with pytest.raises(ValueError, match="appears twice"):
+        store.finish_run(
+            run_id,
+            status="completed",
+            seconds=1.0,
+            scores=[model_score("r18", 0.8), model_score("r18", 0.7)],
+            cells=[],
+        )
+    assert store.get_run(run_id).status == "running"  # type: ignore[union-attr]
+
+    store.finish_run(run_id, status="failed", seconds=1.0, scores=[], cells=[], error="no snapshot usable")
+    with pytest.raises(ValueError, match="already failed"):
+        store.finish_run(run_id, status="completed", seconds=1.0, scores=[], cells=[])
+    with pytest.raises(ValueError, match="call begin_run first"):
+        store.finish_run(new_run_id(), status="completed", seconds=1.0, scores=[], cells=[])
+    assert store.get_run(run_id).error == "no snapshot usable"  # type: ignore[union-attr]
+
+
+def test_begin_run_refuses_bad_ids_triggers_plans_and_naive_times(store: Store) -> None:
+    with pytest.raises(ValueError, match="32 lowercase hex"):
+        store.begin_run("run-1", trigger="cli", config_digest="c", plan={})
+    with pytest.raises(ValueError, match="trigger"):
+        store.begin_run(new_run_id(), trigger="cron", config_digest="c", plan={})
+    with pytest.raises(ValueError, match="plain JSON"):
+        store.begin_run(new_run_id(), trigger="cli", config_digest="c", plan={"lr": math.nan})
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.begin_run(
+            new_run_id(), trigger="cli", config_digest="c", plan={}, started_at=datetime(2026, 1, 1)
+        )
+    run_id = new_run_id()
+    store.begin_run(run_id, trigger="cli", config_digest="c", plan={})
+    with pytest.raises(ValueError, match="exists already"):
+        store.begin_run(run_id, trigger="cli", config_digest="c", plan={})
+    assert store.list_runs() != [] and len(store.list_runs()) == 1
+
+
+def test_unfinished_runs_are_the_running_ones_oldest_first(store: Store) -> None:
+    older, newer, done = new_run_id(), new_run_id(), new_run_id()
+    store.begin_run(
+        newer, trigger="schedule", config_digest="c", plan={"cells": [1]}, started_at=T0 + timedelta(hours=2)
+    )
+    store.begin_run(older, trigger="schedule", config_digest="c", plan={"cells": [2]}, started_at=T0)
+    store.begin_run(done, trigger="cli", config_digest="c", plan={}, started_at=T0 + timedelta(hours=1))
+    store.finish_run(done, status="completed", seconds=1.0, scores=[], cells=[])
+
+    unfinished = store.unfinished_runs()
+
+    assert [(r.id, r.plan) for r in unfinished] == [(older, {"cells": [2]}), (newer, {"cells": [1]})]
+    assert all(r.status == "running" and r.finished_at is None for r in unfinished)
+
+
+def test_latest_scores_and_history_skip_failed_and_unfinished_runs(store: Store) -> None:
+    first = run(store, hours=0, scores=[model_score("r18", 0.9), model_score("vit", 0.7)])
+    second = run(store, hours=6, scores=[model_score("r18", 0.85)], status="partial")
+    run(store, hours=12, scores=[model_score("r18", 0.1)], status="failed")
+    store.begin_run(
+        new_run_id(), trigger="schedule", config_digest="c", plan={}, started_at=T0 + timedelta(hours=18)
+    )
+
+    latest = store.latest_scores()
+
+    assert list(latest) == ["r18", "vit"]
+    assert (latest["r18"][0].id, latest["r18"][1].persistence) == (second, 0.85)
+    assert (latest["vit"][0].id, latest["vit"][1].persistence) == (first, 0.7)
+    assert latest["r18"][0].status == "partial"
+    history = store.score_history("r18")
+    assert [(r.id, s.persistence) for r, s in history] == [(first, 0.9), (second, 0.85)]
+    assert [r.id for r, _ in store.score_history("r18", limit=1)] == [second]
+    assert store.score_history("nobody") == []
+
+
+def test_history_keeps_order_across_many_runs(store: Store) -> None:
+    # Inserted out of order: the order comes from started_at, not from insertion.
+    for hours in (5, 1, 4, 2, 3):
+        run(store, hours=hours, scores=[model_score("r18", hours / 10)])
+    assert [s.persistence for _, s in store.score_history("r18")] == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert [s.persistence for _, s in store.score_history("r18", limit=2)] == [0.4, 0.5]
+    assert [r.started_at for r in store.list_runs(limit=2)] == [
+        T0 + timedelta(hours=5),
+        T0 + timedelta(hours=4),
+    ]
+
+
+def test_latest_cells_come_from_the_models_latest_finished_run(store: Store) -> None:
+    old = [cell("r18", "line-a", "linear", 0.9)]
+    new = [
+        cell("r18", "line-b", "full", 0.7),
+        cell("vit", "line-b", "full", 0.6),
+        cell("r18", "line-a", "linear", 0.8),
+    ]
+    run(store, hours=0, scores=[model_score("r18", 0.9)], cells=old)
+    run(store, hours=1, scores=[model_score("r18", 0.75), model_score("vit", 0.6)], cells=new)
+    run(
+        store,
+        hours=2,
+        scores=[model_score("r18", 0.0)],
+        cells=[cell("r18", "line-a", "linear", None, "failed")],
+        status="failed",
+    )
+
+    assert store.latest_cells("r18") == [new[0], new[2]]
+    assert store.latest_cells("vit") == [new[1]]
+    assert store.latest_cells("nobody") == []
+
+
+def test_list_runs_newest_first_with_models_without_cells(store: Store) -> None:
+    ids = [
+        run(
+            store,
+            hours=h,
+            scores=[model_score("r18", 0.8)],
+            cells=[cell("r18", "a", "b", 0.8)],
+            status=status,
+        )
+        for h, status in enumerate(["completed", "failed", "partial"])
+    ]
+    runs = store.list_runs()
+    assert [r.id for r in runs] == ids[::-1]
+    assert all(r.cells == [] and [m.model for m in r.models] == ["r18"] for r in runs)
+    assert [r.id for r in store.list_runs(limit=1)] == [ids[2]]
+    assert [r.id for r in store.list_runs(status="failed")] == [ids[1]]
+
+
+def test_run_and_cell_counts(store: Store) -> None:
+    assert store.run_counts() == {"completed": 0, "partial": 0, "failed": 0}
+    run(store, hours=0, scores=[], cells=[cell("r18", "a", "x", 0.8), cell("r18", "a", "y", 0.8, "cached")])
+    run(store, hours=1, scores=[], cells=[cell("r18", "a", "x", None, "failed")], status="partial")
+    run(store, hours=2, scores=[], cells=[cell("r18", "a", "x", 0.8, "cached")])
+    store.begin_run(new_run_id(), trigger="cli", config_digest="c", plan={})
+
+    assert store.run_counts() == {"completed": 2, "partial": 1, "failed": 0}
+    assert store.cell_counts() == {"ok": 1, "cached": 2, "diverged": 0, "failed": 1}
+
+
+def test_run_models_keep_the_full_digest_of_a_recorded_version(store: Store, url: str) -> None:
+    store.record_model_version(ModelVersion("r18", "torchvision:resnet18", DIGEST_A, None))
+    run_id = run(
+        store, hours=0, scores=[model_score("r18", 0.8), model_score("vit", 0.5, version="0123456789ab")]
+    )
+    engine = _plain_engine(url)
+    try:
+        with Session(engine) as session:
+            rows = session.scalars(select(RunModelRow).where(RunModelRow.run_id == run_id))
+            assert {row.model: row.digest for row in rows} == {"r18": DIGEST_A, "vit": "0123456789ab"}
+    finally:
+        engine.dispose()
+
+
+# -- snapshots and model versions ----------------------------------------------------------------
+
+
+def snapshot(snapshot_id: str, digest: str = DIGEST_A, **fields: object) -> SnapshotRecord:
+    values: dict[str, object] = {
+        "task": "defects",
+        "dataset": "line-a",
+        "snapshot": snapshot_id,
+        "digest": digest,
+        "source": "/srv/snapshots/line-a",
+        "status": "ok",
+        "n_train": 640,
+        "n_test": 160,
+        "n_classes": 10,
+        "timestamp": T0,
+    }
+    values.update(fields)
+    return SnapshotRecord(**values)  # type: ignore[arg-type]
+
+
+def test_snapshots_upsert_and_the_last_good_one_skips_rejected(store: Store) -> None:
+    store.record_snapshot(snapshot("2026-11-01T00"))
+    first_seen = store.snapshot_record("defects", "line-a", "2026-11-01T00", DIGEST_A).first_seen_at  # type: ignore[union-attr]
+    store.record_snapshot(snapshot("2026-11-01T00", skipped=2, message="2 images skipped"))
+    store.record_snapshot(snapshot("2026-11-01T06", DIGEST_B))
+    store.record_snapshot(
+        snapshot(
+            "2026-11-01T12",
+            status="rejected",
+            reason="too_few_images",
+            message="2 images in class cat",
+            n_train=None,
+        )
+    )
+    store.record_snapshot(snapshot("2026-11-02T00", dataset="line-b"))
+
+    updated = store.snapshot_record("defects", "line-a", "2026-11-01T00", DIGEST_A)
+    assert updated is not None
+    assert (updated.skipped, updated.message, updated.first_seen_at) == (2, "2 images skipped", first_seen)
+    assert (
+        updated.timestamp == T0 and updated.first_seen_at is not None and updated.first_seen_at.tzinfo is UTC
+    )
+    good = store.last_good_snapshot("defects", "line-a")
+    assert good is not None and (good.snapshot, good.digest) == ("2026-11-01T06", DIGEST_B)
+    assert store.last_good_snapshot("defects", "nowhere") is None
+    assert store.snapshot_record("defects", "line-a", "2026-11-01T00", DIGEST_B) is None
+
+
+def test_snapshot_records_are_validated(store: Store) -> None:
+    with pytest.raises(ValueError, match="without a reason"):
+        store.record_snapshot(snapshot("s1", status="rejected"))
+    with pytest.raises(ValueError, match="'ok' or 'rejected'"):
+        store.record_snapshot(snapshot("s1", status="broken"))
+
+
+def test_snapshot_error_counts_by_reason_and_skipped_images(store: Store) -> None:
+    assert store.snapshot_error_counts() == {}
+    store.record_snapshot(snapshot("s1", skipped=3))
+    store.record_snapshot(snapshot("s2", skipped=4))
+    store.record_snapshot(snapshot("s3", status="rejected", reason="too_few_images"))
+    store.record_snapshot(snapshot("s4", status="rejected", reason="too_few_images"))
+    store.record_snapshot(snapshot("s4", DIGEST_B, status="rejected", reason="checksum_mismatch"))
+    store.record_snapshot(snapshot("s5", dataset="line-b", status="rejected", reason="no_images"))
+    store.record_snapshot(snapshot("s1", skipped=3))  # seen again: counted once
+
+    assert store.snapshot_error_counts() == {
+        ("defects", "line-a", UNDECODABLE_IMAGE): 7,
+        ("defects", "line-a", "too_few_images"): 2,
+        ("defects", "line-a", "checksum_mismatch"): 1,
+        ("defects", "line-b", "no_images"): 1,
+    }
+
+
+def test_model_versions_are_recorded_once_newest_first(store: Store) -> None:
+    store.record_model_version(ModelVersion("r18", "torchvision:resnet18", DIGEST_A, Path("/m/a.pt")))
+    store.record_model_version(ModelVersion("r18", "torchvision:resnet18", DIGEST_B, Path("/m/b.pt")))
+    store.record_model_version(ModelVersion("r18", "torchvision:resnet18", DIGEST_A, Path("/m/a.pt")))
+    store.record_model_version(ModelVersion("vit", "torchvision:vit_b_16", "", None))
+
+    versions = store.known_model_versions("r18")
+
+    assert [(v.digest, v.version) for v in versions] == [(DIGEST_B, DIGEST_B[:12]), (DIGEST_A, DIGEST_A[:12])]
+    assert versions[0].first_seen_at >= versions[1].first_seen_at
+    assert [(v.version, v.architecture) for v in store.known_model_versions("vit")] == [
+        ("factory", "torchvision:vit_b_16")
+    ]
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql+psycopg://monitor:s3cret-pw@127.0.0.1:1/monitor", "monitor:***@127.0.0.1:1"),
+        (
+            "postgresql://monitor:s3cret-pw@127.0.0.1:1/monitor?connect_timeout=2",
+            "postgresql+psycopg://monitor:***@",
+        ),
+        ("mysql://monitor:s3cret-pw@db/monitor", "unsupported database 'mysql'"),
+        ("not a url at all s3cret-pw", "not a database URL"),
+        ("postgresql+nodriver://monitor:s3cret-pw@db/monitor", "unknown database driver 'nodriver'"),
+    ],
+)
+def test_bad_or_unreachable_databases_raise_store_errors_without_the_password(
+    url: str, expected: str
+) -> None:
+    with pytest.raises(StoreError) as caught:
+        Store.open(url)
+    message = str(caught.value)
+    assert "s3cret-pw" not in message
+    assert expected in message
+    assert "database_url" in message
+
+
+def test_an_unusable_sqlite_path_raises_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(StoreError, match="cannot create its directory"):
+        Store.open(f"sqlite:///{tmp_path / 'a-file' / 'monitor.db'}")
+    (tmp_path / "garbage.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="cannot open the result store"):
+        Store.open(f"sqlite:///{tmp_path / 'garbage.db'}")
+
+
+def test_a_schema_from_a_newer_version_is_refused(url: str) -> None:
+    with Store.open(url):
+        pass
+    engine = _plain_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        engine.dispose()
+    with pytest.raises(
+        StoreError, match="revision 9999, which this version of persistence-monitor does not know"
+    ):
+        Store.open(url)
+
+
+def test_ping_survives_connections_the_server_dropped(store: Store, url: str) -> None:
+    store.ping()
+    if url.startswith("postgresql"):
+        engine = _plain_engine(url)
+        try:
+            with engine.begin() as connection:
+                # A server restart or a proxy timeout kills pooled connections: pre-ping heals them.
+                connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE pid <> pg_backend_pid() AND datname = current_database()"
+                    )
+                )
+        finally:
+            engine.dispose()
+    store.ping()
+    assert store.run_counts()["completed"] == 0
+
+
+def test_an_unreachable_server_fails_ping_with_a_store_error() -> None:
+    url = parse_url("postgresql+psycopg://monitor:s3cret-pw@127.0.0.1:1/monitor?connect_timeout=2")
+    unreachable = Store(connect_engine(url), url)  # as if the server went away after Store.open
+    with pytest.raises(StoreError) as caught:
+        unreachable.ping()
+    message = str(caught.value)
+    assert "s3cret-pw" not in message
+    assert "could not answer a ping" in message and "running and reachable" in message
+    assert "s3cret-pw" not in repr(caught.value.__cause__)
+
+
+def test_database_errors_at_run_time_become_store_errors(store: Store, url: str) -> None:
+    engine = _plain_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("DROP TABLE run_cells"))
+    finally:
+        engine.dispose()
+    with pytest.raises(StoreError, match=r"could not count cells: .*run_cells"):
+        store.cell_counts()
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+
+
+def test_processes_starting_together_migrate_once(url: str) -> None:
+    # A daemon and its workers start at the same time on a fresh database.
+    opened: list[Store] = []
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            opened.append(Store.open(url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    try:
+        assert errors == []
+        assert len(opened) == 4
+        opened[0].record_model_version(ModelVersion("r18", "arch", DIGEST_A, None))
+        assert [v.digest for v in opened[3].known_model_versions("r18")] == [DIGEST_A]
+    finally:
+        for store in opened:
+            store.close()
+
+
+def test_two_stores_write_concurrently_without_lock_errors(url: str) -> None:
+    # The daemon and a worker: two processes, two engines, one database, interleaved writes.
+    daemon, worker = Store.open(url), Store.open(url)
+    errors: list[BaseException] = []
+    run_ids = [new_run_id() for _ in range(20)]
+    for run_id in run_ids:
+        daemon.begin_run(run_id, trigger="schedule", config_digest="c", plan={})
+
+    def as_daemon() -> None:
+        try:
+            for i, run_id in enumerate(run_ids):
+                daemon.record_snapshot(snapshot(f"s{i:03d}", skipped=1))
+                daemon.finish_run(
+                    run_id,
+                    status="completed",
+                    seconds=1.0,
+                    scores=[model_score("r18", 0.5)],
+                    cells=[cell("r18", f"d{j}", "linear", 0.5) for j in range(10)],
+                )
+        except BaseException as exc:
+            errors.append(exc)
+
+    def as_worker(offset: int) -> None:
+        try:
+            for i in range(60):
+                key = f"{offset}-{i}"
+                if not worker.find_trials([key]):  # read, then write: the stale-snapshot case
+                    save(worker, trial(key), run_ids[i % len(run_ids)])
+                worker.record_model_version(ModelVersion("r18", "arch", f"{offset}-{i % 5}", None))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=as_daemon)] + [
+        threading.Thread(target=as_worker, args=(n,)) for n in range(3)
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert errors == []
+        assert daemon.run_counts()["completed"] == 20
+        assert daemon.cell_counts()["ok"] == 200
+        assert len(worker.find_trials(f"{n}-{i}" for n in range(3) for i in range(60))) == 180
+        assert len(daemon.known_model_versions("r18")) == 15
+    finally:
+        daemon.close()
+        worker.close()

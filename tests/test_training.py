@@ -1,0 +1,259 @@
+"""Training: every fast path agrees with the plain way of doing the same thing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+from monitor.engine import CellRef, TrialSpec
+from monitor.engine.training import (
+    GroupData,
+    cosine_factor,
+    finetune,
+    init_head,
+    runtime_for,
+    score_predictions,
+    train_linear_heads,
+)
+from monitor.models import load_backbone
+from monitor.settings import ModelSpec, StrategySpec
+from tests._workspace import write_tiny_cnn
+
+CPU = runtime_for("cpu")
+
+
+def trial(name: str, seed: int, **strategy) -> TrialSpec:
+    spec = StrategySpec(name=name, **{"epochs": 4, "batch_size": 16, **strategy})
+    return TrialSpec(key=f"{name}-{seed}", cell=CellRef("m", "t", "d", name), seed=seed, strategy=spec)
+
+
+def reference_linear_head(x, y, test_x, test_y, num_classes, t: TrialSpec, metric: str) -> float:
+    """The plain way: one nn.Linear, torch.optim, a loop — same init and data order as the engine."""
+    s = t.strategy
+    generator = torch.Generator().manual_seed(t.seed)
+    weight, bias = init_head(num_classes, x.shape[1], generator)
+    head = torch.nn.Linear(x.shape[1], num_classes)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+    if s.optimizer == "sgd":
+        opt = torch.optim.SGD(head.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    else:
+        opt = torch.optim.AdamW(head.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    n = x.shape[0]
+    total = s.epochs * math.ceil(n / s.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: cosine_factor(k, total))
+    for _ in range(s.epochs):
+        order = torch.randperm(n, generator=generator)
+        for begin in range(0, n, s.batch_size):
+            idx = order[begin : begin + s.batch_size]
+            loss = F.cross_entropy(head(x[idx]), y[idx], label_smoothing=s.label_smoothing)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    with torch.no_grad():
+        predictions = head(test_x).argmax(1)
+    return float(score_predictions(metric, predictions, test_y, num_classes))
+
+
+@pytest.fixture(scope="module")
+def features():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(4, 24, generator=g) * 2
+    y = torch.randint(0, 4, (90,), generator=g)
+    x = centers[y] + torch.randn(90, 24, generator=g)
+    ty = torch.randint(0, 4, (40,), generator=g)
+    tx = centers[ty] + torch.randn(40, 24, generator=g)
+    return x, y, tx, ty
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_batched_heads_equal_separate_heads(features, optimizer):
+    x, y, tx, ty = features
+    trials = [
+        trial("a", 0, mode="linear", optimizer=optimizer, lr=0.1 if optimizer == "sgd" else 0.01),
+        trial("a", 1, mode="linear", optimizer=optimizer, lr=0.1 if optimizer == "sgd" else 0.01),
+        trial(
+            "b",
+            0,
+            mode="linear",
+            optimizer=optimizer,
+            lr=0.01 if optimizer == "sgd" else 0.001,
+            weight_decay=0.05,
+        ),
+        trial("c", 2, mode="linear", optimizer=optimizer, lr=0.03, label_smoothing=0.1, epochs=2),
+    ]
+    results = train_linear_heads(x, y, tx, ty, 4, trials, "balanced_accuracy")
+    assert [r.key for r in results] == [t.key for t in trials]
+    assert results[0].details["heads_batched"] == 3  # "c" has another schedule: its own stack
+    for t, r in zip(trials, results, strict=True):
+        assert r.status == "ok"
+        assert r.score == pytest.approx(
+            reference_linear_head(x, y, tx, ty, 4, t, "balanced_accuracy"), abs=1e-9
+        )
+
+
+def test_batched_heads_match_in_parameters_not_only_scores(features, monkeypatch):
+    """Scores can agree by luck: compare the trained weights themselves (captured at scoring)."""
+    x, y, tx, ty = features
+    captured = {}
+    original = torch.baddbmm
+
+    def spy(bias, batch, weight_t, *a, **k):
+        captured["weight"] = weight_t.detach().transpose(1, 2).clone()
+        return original(bias, batch, weight_t, *a, **k)
+
+    monkeypatch.setattr(torch, "baddbmm", spy)
+    t = trial("a", 3, mode="linear", lr=0.05, weight_decay=0.01)
+    train_linear_heads(x, y, tx, ty, 4, [t], "accuracy")
+    batched = captured["weight"][0]
+    monkeypatch.setattr(torch, "baddbmm", original)
+    generator = torch.Generator().manual_seed(3)
+    weight, bias = init_head(4, 24, generator)
+    head = torch.nn.Linear(24, 4)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+    opt = torch.optim.SGD(head.parameters(), lr=0.05, momentum=0.9, weight_decay=0.01)
+    total = 4 * math.ceil(90 / 16)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: cosine_factor(k, total))
+    for _ in range(4):
+        order = torch.randperm(90, generator=generator)
+        for b in range(0, 90, 16):
+            idx = order[b : b + 16]
+            opt.zero_grad()
+            F.cross_entropy(head(x[idx]), y[idx]).backward()
+            opt.step()
+            sched.step()
+    torch.testing.assert_close(batched, head.weight.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_diverging_head_is_marked_and_leaves_the_others_alone(features):
+    x, y, tx, ty = features
+    good = trial("a", 0, mode="linear", lr=0.1)
+    bad = trial("a", 1, mode="linear", lr=0.1)
+    bad = TrialSpec(bad.key, bad.cell, bad.seed, bad.strategy.model_copy(update={"lr": 1e30}))
+    together = train_linear_heads(x * 1e6, y, tx, ty, 4, [good, bad], "accuracy")
+    alone = train_linear_heads(x * 1e6, y, tx, ty, 4, [good], "accuracy")
+    assert together[1].status == "diverged" and together[1].score is not None
+    assert 0.0 <= together[1].score <= 1.0
+    assert together[0].score == alone[0].score and together[0].status == alone[0].status
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+@pytest.mark.parametrize("metric", ["accuracy", "balanced_accuracy", "macro_f1"])
+def test_metrics_agree_with_scikit_learn(metric):
+    rng = np.random.default_rng(0)
+    sk = {
+        "accuracy": accuracy_score,
+        "balanced_accuracy": balanced_accuracy_score,
+        "macro_f1": lambda a, b: f1_score(a, b, average="macro", zero_division=0),
+    }[metric]
+    for _ in range(20):
+        labels = rng.integers(0, 5, size=30)
+        labels[labels == 4] = 3  # class 4 never appears in the labels...
+        preds = rng.integers(0, 6, size=(3, 30))  # ...and class 5 only in predictions
+        ours = score_predictions(metric, torch.from_numpy(preds), torch.from_numpy(labels), 6)
+        for h in range(3):
+            assert float(ours[h]) == pytest.approx(sk(labels, preds[h]), abs=1e-12)
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    arch = write_tiny_cnn(tmp_path, name=f"tiny_{tmp_path.name.replace('-', '_')}")
+    backbone = load_backbone(ModelSpec(name="m", architecture=arch, image_size=16), config_dir=tmp_path)
+    g = torch.Generator().manual_seed(0)
+    data = GroupData(
+        train_x=torch.randint(0, 256, (40, 3, 16, 16), dtype=torch.uint8, generator=g),
+        train_y=torch.arange(40) % 3,
+        test_x=torch.randint(0, 256, (12, 3, 16, 16), dtype=torch.uint8, generator=g),
+        test_y=torch.arange(12) % 3,
+        num_classes=3,
+        scale=torch.full((1, 3, 1, 1), 1 / 255),
+        shift=torch.zeros(1, 3, 1, 1),
+        channels_last=False,
+    )
+    master = {k: v.clone() for k, v in backbone.module.state_dict().items()}
+    return backbone, data, master
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    return {k for k in before if before[k].dtype.is_floating_point and not torch.equal(before[k], after[k])}
+
+
+def test_partial_trains_only_the_last_stages(tiny, monkeypatch):
+    from monitor.engine.training import _finetune
+
+    backbone, data, master = tiny
+    after = {}
+    real_eval = _finetune._evaluate
+
+    def capture(module, *a):
+        after.update({k: v.clone() for k, v in module.state_dict().items()})
+        return real_eval(module, *a)
+
+    monkeypatch.setattr(_finetune, "_evaluate", capture)
+    result = finetune(
+        backbone, master, data, trial("p", 0, mode="partial", trainable_blocks=1, lr=0.1), "accuracy", CPU
+    )
+    assert result.status == "ok" and 0 <= result.score <= 1
+    changed = _changed(master, after)
+    assert changed and all(k.startswith("features.2.") for k in changed), changed
+    # frozen stages keep their BatchNorm statistics (they stay in eval mode)
+    assert torch.equal(after["features.0.1.running_mean"], master["features.0.1.running_mean"])
+
+
+def test_full_trains_everything_and_each_trial_starts_from_the_master(tiny):
+    backbone, data, master = tiny
+    t = trial("f", 0, mode="full", optimizer="adamw", lr=0.01)
+    first = finetune(backbone, master, data, t, "accuracy", CPU)
+    assert _changed(master, backbone.module.state_dict())  # trained in place...
+    second = finetune(backbone, master, data, t, "accuracy", CPU)
+    assert first.score == second.score  # ...but the next trial starts from the master weights again
+    assert not any(p.requires_grad for p in backbone.module.parameters())
+
+
+def test_micro_batches_give_the_same_update(tmp_path):
+    """The out-of-memory fallback (gradient accumulation) must not change what is computed."""
+    arch = write_tiny_cnn(
+        tmp_path,
+        name="tiny_nobn",
+        extra="""
+        def build_plain():
+            from torch import nn
+            return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+        """,
+    ).replace(":build", ":build_plain")
+    backbone = load_backbone(ModelSpec(name="m", architecture=arch, image_size=16), config_dir=tmp_path)
+    g = torch.Generator().manual_seed(1)
+    data = GroupData(
+        torch.randint(0, 256, (32, 3, 16, 16), dtype=torch.uint8, generator=g),
+        torch.arange(32) % 2,
+        torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=g),
+        torch.arange(8) % 2,
+        2,
+        torch.full((1, 3, 1, 1), 1 / 255),
+        torch.zeros(1, 3, 1, 1),
+        False,
+    )
+    master = {k: v.clone() for k, v in backbone.module.state_dict().items()}
+    t = trial("f", 0, mode="full", lr=0.5, epochs=2)
+    whole = finetune(backbone, master, data, t, "accuracy", CPU)
+    state_whole = {k: v.clone() for k, v in backbone.module.state_dict().items()}
+    micro = finetune(backbone, master, data, t, "accuracy", CPU, micro_batch=4)
+    for k, v in state_whole.items():
+        torch.testing.assert_close(backbone.module.state_dict()[k], v, rtol=1e-4, atol=1e-5)
+    assert whole.score == micro.score
+
+
+def test_a_diverging_finetune_is_scored_as_it_is(tiny):
+    backbone, data, master = tiny
+    result = finetune(backbone, master, data, trial("f", 0, mode="full", lr=1e12, epochs=3), "accuracy", CPU)
+    assert result.status == "diverged"
+    assert result.score is not None and 0.0 <= result.score <= 1.0
