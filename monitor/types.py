@@ -49,7 +49,9 @@ class ModelVersion:
 
     model: str
     architecture: str
-    digest: str  # full sha256 of the weights file ("" when the model has no weights file)
+    # sha256 of the weights file; for a `python:` factory, combined with its source's digest
+    # ("" when there is neither a weights file nor a findable source)
+    digest: str
     weights: Path | None
 
     @property

@@ -220,3 +220,34 @@ def test_demo_end_to_end_on_a_reduced_grid(tmp_path):
     # a second build is a no-op: the workspace is reused as it is
     assert build_demo(tmp_path / "demo") == config_path
     assert yaml.safe_load(config_path.read_text())["seeds"] == [0]
+
+
+def test_check_config_never_shows_a_database_password(resnet_workspace):
+    url = "postgresql+psycopg://monitor:hunter2@127.0.0.1:1/db?password=hunter3"
+    result = cli("check-config", cwd=resnet_workspace, env={"PM_DATABASE_URL": url})
+    assert "hunter" not in result.stdout + result.stderr
+    assert "postgresql+psycopg://monitor:***@127.0.0.1:1/db?…" in result.stdout
+    run = cli("run-once", "--json", cwd=resnet_workspace, env={"PM_DATABASE_URL": url})
+    assert run.returncode == 1 and "hunter" not in run.stdout + run.stderr
+    assert "cannot open the result store" in run.stderr
+
+
+def test_an_unusable_demo_directory_is_a_usage_error(tmp_path):
+    target = tmp_path / "a-file"
+    target.write_text("not a directory")
+    result = cli("run-once", "--demo", env={"PM_DEMO_DIR": str(target)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "demo --force" in result.stderr
+
+
+def test_an_interrupted_demo_build_leaves_nothing_half_made(tmp_path, monkeypatch):
+    from monitor.demo import _pretrain, build_demo
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_pretrain, "pretrain", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_demo(tmp_path / "demo")
+    assert not (tmp_path / "demo").exists()
+    assert not list(tmp_path.glob(".demo.building-*"))

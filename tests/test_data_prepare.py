@@ -298,9 +298,9 @@ def test_unusable_snapshots_are_rejected_with_a_reason(tmp_path: Path, case: str
     assert caught.value.reason == reason
     message = str(caught.value)
     assert detail in message and "t/d/s1" in message and str(root) in message
-    assert not (tmp_path / "cache" / "decoded").exists() or not list(
-        (tmp_path / "cache" / "decoded").iterdir()
-    )
+    decoded = tmp_path / "cache" / "decoded"
+    # No decoded data is kept for a rejected snapshot: only the verdict, keyed by its protocol.
+    assert not decoded.exists() or [p.name.endswith(".rejected.json") for p in decoded.iterdir()] == [True]
 
 
 # -- the cache ------------------------------------------------------------------------------------------
@@ -382,3 +382,26 @@ def test_cache_key_covers_the_protocol_inputs_and_nothing_else() -> None:
         name="other", datasets=[DatasetSpec(name="x", source="/y")], train_per_class=64, test_per_class=64
     )
     assert cache_key("d" * 64, renamed, 224) == base
+
+
+def test_a_rejection_is_remembered_per_protocol_and_not_decoded_again(tmp_path: Path, monkeypatch) -> None:
+    files, _ = REJECTIONS["empty_class"]
+    root = tmp_path / "snap"
+    for rel, content in files.items():
+        if isinstance(content, bytes):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(content)
+        else:
+            _image(root / rel, content)
+    with pytest.raises(SnapshotRejected):
+        _prepare(_snapshot(root), _task(), tmp_path / "cache")
+
+    import PIL.Image
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a remembered rejection must not decode anything")
+
+    monkeypatch.setattr(PIL.Image, "open", no_decoding)
+    with pytest.raises(SnapshotRejected) as again:
+        _prepare(_snapshot(root), _task(), tmp_path / "cache")
+    assert again.value.reason == "empty_class"

@@ -126,3 +126,17 @@ def test_inline_and_worker_processes_compute_the_same(workspace):
     assert {k: (r.status, r.score) for k, r in inline.items()} == {
         k: (r.status, r.score) for k, r in process.items()
     }
+
+
+def test_a_worker_that_died_while_idle_is_replaced_before_the_next_group(workspace):
+    import os
+    import signal
+
+    root, prepared = workspace
+    work = group(root, prepared, "python:tiny_exec:build", [LINEAR])
+    with LocalExecutor("cpu", cell_timeout=60) as executor:
+        assert {r.status for r in run(executor, [work]).values()} == {"ok"}
+        (worker,) = executor._workers
+        os.kill(worker.process.pid, signal.SIGKILL)  # e.g. the OOM killer, between two runs
+        worker.process.join(10)
+        assert {r.status for r in run(executor, [work]).values()} == {"ok"}

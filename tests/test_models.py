@@ -173,3 +173,28 @@ def test_image_size_the_model_cannot_take(tmp_path):
     torch.save(torchvision.models.vit_b_16().state_dict(), path)
     with pytest.raises(ModelError, match="does not run on 32x32 images"):
         load_backbone(spec(architecture="torchvision:vit_b_16", weights=path))
+
+
+def test_a_trailing_norm_is_not_a_stage_of_its_own(tmp_path):
+    path = tmp_path / "densenet.pt"
+    torch.save(torchvision.models.densenet121().state_dict(), path)
+    backbone = load_backbone(spec(architecture="torchvision:densenet121", weights=path, image_size=64))
+    assert backbone.stages[-1][0] == "features.denseblock4"  # not features.norm5
+    assert [type(m).__name__ for m in backbone.head_siblings] == ["BatchNorm2d"]  # it trains with the head
+
+
+def test_a_factorys_code_is_part_of_its_version(tmp_path, monkeypatch):
+    from monitor.sources import model_version
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    arch = write_tiny_cnn(tmp_path, name="versioned_cnn")
+    weights = tmp_path / "w.safetensors"
+    import importlib
+
+    save_file(importlib.import_module("versioned_cnn").TinyCNN().state_dict(), str(weights))
+    model = spec(architecture=arch, weights=weights)
+    before = model_version(model, state_dir=tmp_path / "state", config_dir=tmp_path)
+    source = tmp_path / "versioned_cnn.py"
+    source.write_text(source.read_text().replace("nn.ReLU()", "nn.Tanh()"))
+    after = model_version(model, state_dir=tmp_path / "state", config_dir=tmp_path)
+    assert before.version != after.version

@@ -194,3 +194,59 @@ def test_deleting_the_decoded_cache_recomputes_nothing_stored(workspace):
     shutil.rmtree(root / "state" / "cache")
     report, _, _ = evaluate(root, config)
     assert report.trials_run == 0 and report.status == "completed"
+
+
+def test_a_diverged_cell_stays_diverged_when_it_comes_from_the_store(workspace):
+    root, config = workspace
+    config["strategies"] = [{"name": "wild", "mode": "full", "lr": 1e12, "epochs": 2, "batch_size": 16}]
+    first, _, _ = evaluate(root, config)
+    second, _, _ = evaluate(root, config)
+    assert {c.status for c in first.models[0].cells} == {"diverged"}
+    assert {c.status for c in second.models[0].cells} == {"diverged"}
+    assert second.trials_run == 0
+    assert all(isinstance(c.seconds, float) for c in second.models[0].cells)
+
+
+def test_strategies_that_differ_only_by_name_train_once(workspace):
+    root, config = workspace
+    same = {"mode": "linear", "lr": 0.1, "epochs": 2, "batch_size": 16}
+    config["strategies"] = [{"name": "one", **same}, {"name": "two", **same}]
+    report, recorder, _ = evaluate(root, config)
+    assert report.trials_run == 2 * 2 and recorder.trials == 2 * 2  # 2 datasets × 2 seeds
+    by_strategy = {}
+    for cell in report.models[0].cells:
+        by_strategy.setdefault(cell.dataset, {})[cell.strategy] = cell.score
+    assert all(scores["one"] == scores["two"] for scores in by_strategy.values())
+
+
+def test_a_run_that_breaks_is_recorded_as_failed_not_left_running(workspace):
+    root, config = workspace
+
+    class Broken:
+        def run(self, groups, on_result):
+            raise RuntimeError("the device fell off the bus")
+
+        def close(self):
+            pass
+
+    with pytest.raises(RuntimeError):
+        evaluate(root, config, executor=Broken())
+    store = Store.open(load_settings(root / "persistence-monitor.yaml").resolved_database_url)
+    (run,) = store.list_runs()
+    assert run.status == "failed" and "the device fell off the bus" in run.error
+    assert store.unfinished_runs() == []
+
+
+def test_a_rejection_depends_on_the_protocol_that_caused_it(workspace):
+    """A snapshot rejected under one test_fraction is judged again under another."""
+    root, config = workspace
+    shutil.rmtree(root / "data" / "b")
+    (root / "data" / "b").mkdir()
+    write_snapshot(root / "data" / "b" / "2026-01-01T00", (5, 6, 7), per_class=3, layout="hashed")
+    config["tasks"][0]["test_fraction"] = 0.95  # nearly everything lands in test: train classes empty
+    report, recorder, _ = evaluate(root, config)
+    assert any("rejected (empty_class)" in w for w in recorder.warnings)
+    config["tasks"][0]["test_fraction"] = 0.3
+    report, recorder, _ = evaluate(root, config)
+    assert not any("rejected" in w for w in recorder.warnings), recorder.warnings
+    assert {c.status for c in report.models[0].cells if c.dataset == "b"} == {"ok"}

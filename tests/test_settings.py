@@ -163,3 +163,25 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)
+
+
+def test_non_utf8_file_and_bad_urls_are_config_errors(tmp_path, minimal):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("models: []\n# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(path)
+    minimal["tasks"][0]["datasets"][0]["source"] = "https://user:pw@127.0.0.1:99999/m.json"
+    found = dict(problems(tmp_path, minimal))
+    assert found["tasks[0].datasets[0].source"] == "not a valid URL (check the host and port)"
+    assert "pw" not in str(found)
+
+
+def test_env_json_errors_name_the_variable(tmp_path, minimal, monkeypatch):
+    monkeypatch.setenv("PM_SEEDS", "[0, 1")
+    found = dict(problems(tmp_path, minimal))
+    assert "PM_SEEDS environment variable must hold JSON" in found["seeds"]
+
+
+def test_seeds_must_fit_a_generator(tmp_path, minimal):
+    minimal["seeds"] = [0, 2**64]
+    assert "seeds[1]" in dict(problems(tmp_path, minimal))

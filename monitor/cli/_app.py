@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import sys
+import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -79,8 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
+    # Tables are for people: when piped, keep them wide rather than wrapped at 80 columns.
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
     err = Console(stderr=True, highlight=False)
-    out = Console(highlight=False)
+    out = Console(highlight=False, width=width)
     try:
         if args.command == "run-once":
             return _run_once(args, out, err)
@@ -133,17 +137,40 @@ def _settings(args: argparse.Namespace, err: Console) -> Settings:
 
 
 def _run_once(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from ..engine import LocalExecutor
+    from ..engine import EngineOptions, LocalExecutor
     from ..pipeline import run_document, run_evaluation
     from ..store import Store
     from ._console import ProgressObserver, render_report
 
     settings = _settings(args, err)
+    if settings.executor.kind != "local":
+        raise ConfigError(
+            [("executor.kind", "only 'local' is available in this release (one worker per device)")]
+        )
     store = Store.open(settings.resolved_database_url)
-    executor = LocalExecutor(settings.device, cell_timeout=settings.executor.cell_timeout)
+    executor = LocalExecutor(
+        settings.device,
+        cell_timeout=settings.executor.cell_timeout,
+        options=EngineOptions.from_settings(settings.executor),
+    )
+    run_id = uuid.uuid4().hex
+    started = time.monotonic()
     try:
         with ProgressObserver(err) as observer:
-            report = run_evaluation(settings, store, executor, trigger="cli", observer=observer)
+            report = run_evaluation(
+                settings, store, executor, trigger="cli", observer=observer, run_id=run_id
+            )
+    except MonitorError as exc:
+        if args.json:  # the contract: exactly one document on stdout, also for a failed run
+            document = {
+                "run_id": run_id,
+                "status": "failed",
+                "seconds": round(time.monotonic() - started, 3),
+                "models": [],
+                "error": str(exc),
+            }
+            sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        raise
     finally:
         executor.close()
         store.close()

@@ -9,6 +9,7 @@ from rich.text import Text
 from ..errors import MonitorError
 from ..settings import Settings, redact_url
 from ..sources import list_snapshots, model_version
+from ..store import redacted_database_url
 
 __all__ = ["check_config"]
 
@@ -20,7 +21,7 @@ def check_config(settings: Settings, out: Console) -> int:
     problems = 0
     database = settings.resolved_database_url
     out.print(f"state_dir  {settings.state_dir}")
-    out.print(f"database   {_hide_password(database)}")
+    out.print(f"database   {redacted_database_url(database)}")
     out.print(f"device     {settings.device}")
 
     models = Table(title="models", title_justify="left")
@@ -110,12 +111,3 @@ def check_config(settings: Settings, out: Console) -> int:
         return 2
     out.print("[green]configuration ok[/green]")
     return 0
-
-
-def _hide_password(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(unparseable database_url)"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,35 @@ def prepare_snapshot(
     """
     key = cache_key(snapshot.digest, task, image_size)
     decoded_dir = Path(cache_dir) / "decoded"
+    verdict = decoded_dir / f"{key}.rejected.json"
+    if verdict.exists():
+        # Rejected before under this very protocol: the same content gets the same answer,
+        # without decoding it again on every poll. (Another protocol has another key.)
+        try:
+            known = json.loads(verdict.read_text(encoding="utf-8"))
+            raise SnapshotRejected(str(known["reason"]), str(known["message"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            verdict.unlink(missing_ok=True)
+    try:
+        return _prepare(snapshot, task, image_size, key, decoded_dir, workers)
+    except SnapshotRejected as exc:
+        _remember(verdict, exc)
+        raise
+
+
+def _remember(verdict: Path, exc: SnapshotRejected) -> None:
+    try:
+        verdict.parent.mkdir(parents=True, exist_ok=True)
+        partial = verdict.with_suffix(".tmp")
+        partial.write_text(json.dumps({"reason": exc.reason, "message": str(exc)}), encoding="utf-8")
+        os.replace(partial, verdict)
+    except OSError as error:  # only an optimisation: the next run decodes again
+        log.warning("cannot record the rejection of a snapshot in %s: %s", verdict, error)
+
+
+def _prepare(
+    snapshot: SnapshotInfo, task: TaskSpec, image_size: int, key: str, decoded_dir: Path, workers: int
+) -> PreparedData:
     folder = decoded_dir / key
     if folder.exists():
         try:

@@ -12,12 +12,15 @@ Everything is generated from data bundled with scikit-learn; nothing is download
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
+from ..errors import ConfigError
 from ..settings import DEFAULT_CONFIG_NAME
 from ._digits import SEEN, DigitPools, load_pools, write_snapshot
 from ._model_source import FACTORY, MODULE_NAME, SOURCE
@@ -112,28 +115,56 @@ def publish_snapshot(
 def build_demo(
     root: Path, *, force: bool = False, console: Console | None = None, pretrain_epochs: int = 12
 ) -> Path:
-    """Write the demo workspace into `root` (once); return the path of its config file."""
+    """Write the demo workspace into `root` (once); return the path of its config file.
+
+    The workspace is built in a hidden folder beside `root` and renamed into place when
+    complete, so an interrupted build leaves nothing half-made behind.
+    """
     console = console or Console(stderr=True)
     root = root.resolve()
     config = root / DEFAULT_CONFIG_NAME
-    marker = root / _MARKER
-    if marker.exists() and config.exists() and not force:
+    if (root / _MARKER).exists() and config.exists() and not force:
         return config
-    if root.exists() and any(root.iterdir()) and not marker.exists() and not force:
-        from ..errors import ConfigError
-
+    if root.exists() and (not root.is_dir() or any(root.iterdir())) and not force:
         raise ConfigError(
-            [("", f"{root} exists and is not a demo workspace; choose an empty or new directory")]
+            [
+                (
+                    "",
+                    f"{root} exists and is not a demo workspace; choose an empty or new directory "
+                    f"(demo DIR, or PM_DEMO_DIR), or rebuild it with `persistence-monitor demo --force {root}`",
+                )
+            ]
         )
-    if force and root.exists():
-        for child in ("data", "models", "state", MODULE_NAME + ".py", DEFAULT_CONFIG_NAME, _MARKER):
-            path = root / child
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-    root.mkdir(parents=True, exist_ok=True)
-    console.print(f"[dim]· building the demo workspace in {root}[/dim]")
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in root.parent.glob(f".{root.name}.building-*"):
+            shutil.rmtree(leftover, ignore_errors=True)  # an earlier build that was interrupted
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
+        try:
+            console.print(f"[dim]· building the demo workspace in {root}[/dim]")
+            _write_workspace(staging, console, pretrain_epochs)
+            if root.exists():
+                old = root.parent / f".{root.name}.replaced-{os.getpid()}"
+                os.replace(root, old)
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(staging, root)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    except OSError as exc:
+        raise ConfigError(
+            [
+                (
+                    "",
+                    f"cannot write the demo workspace at {root}: {exc.strerror or exc}; choose another "
+                    "directory (demo DIR, or PM_DEMO_DIR)",
+                )
+            ]
+        ) from None
+    return config
+
+
+def _write_workspace(root: Path, console: Console, pretrain_epochs: int) -> None:
     pools = load_pools()
     with console.status("writing snapshots of the handwritten digits (scikit-learn)…"):
         for dataset in DEMO_DATASETS:
@@ -151,8 +182,8 @@ def build_demo(
         f"[dim]· demo model pre-trained in {stats['seconds']:.0f}s "
         f"(hold-out accuracy on the digits 0-4: {stats['holdout_accuracy']:.1%})[/dim]"
     )
+    config = root / DEFAULT_CONFIG_NAME
     config.write_text(
         CONFIG.format(config=config.name, module=MODULE_NAME, factory=FACTORY), encoding="utf-8"
     )
-    marker.write_text(json.dumps({"version": DEMO_VERSION}), encoding="utf-8")
-    return config
+    (root / _MARKER).write_text(json.dumps({"version": DEMO_VERSION}), encoding="utf-8")

@@ -1,13 +1,14 @@
 """Plan the grid and execute it. Torch-free: the training code lives in `monitor.engine.training`,
 which only worker processes import."""
 
-from ._executor import Executor, InlineExecutor, LocalExecutor, ResultCallback
+from ._executor import EngineOptions, Executor, InlineExecutor, LocalExecutor, ResultCallback
 from ._keys import PROTOCOL_VERSION, config_digest, trial_key
 from ._plan import CellRef, PlannedCell, TrialSpec, WorkGroup, plan_grid, work_groups
 
 __all__ = [
     "PROTOCOL_VERSION",
     "CellRef",
+    "EngineOptions",
     "Executor",
     "InlineExecutor",
     "LocalExecutor",

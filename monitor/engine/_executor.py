@@ -33,13 +33,25 @@ from ..errors import MonitorError
 from ..types import TrialResult
 from ._plan import TrialSpec, WorkGroup
 
-__all__ = ["Executor", "InlineExecutor", "LocalExecutor", "ResultCallback"]
+__all__ = ["EngineOptions", "Executor", "InlineExecutor", "LocalExecutor", "ResultCallback"]
 
 log = logging.getLogger(__name__)
 
 ResultCallback = Callable[[TrialSpec, TrialResult], None]
 _TRAINING = "monitor.engine.training"
 _START_TIMEOUT = 300.0  # importing torch (and CUDA init) on a cold, busy machine can be slow
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+    """Execution choices that do not change results (so they are not part of any trial key)."""
+
+    batch_finetunes: str = "auto"  # auto | always | never
+    compile: bool = False
+
+    @classmethod
+    def from_settings(cls, executor: Any) -> EngineOptions:
+        return cls(batch_finetunes=executor.batch_finetunes, compile=executor.compile)
 
 
 class Executor(Protocol):
@@ -57,9 +69,10 @@ def _failed(trial: TrialSpec, message: str) -> TrialResult:
 class InlineExecutor:
     """Runs groups in this process (tests, benchmarks, `--inline`); imports torch on first use."""
 
-    def __init__(self, device: str = "auto") -> None:
+    def __init__(self, device: str = "auto", options: EngineOptions | None = None) -> None:
         self._device_setting = device
         self._device: str | None = None
+        self._options = options or EngineOptions()
 
     def run(self, groups: Sequence[WorkGroup], on_result: ResultCallback) -> None:
         training: Any = importlib.import_module(_TRAINING)
@@ -78,7 +91,7 @@ class InlineExecutor:
                     on_result(by_key[result.key], result)
 
             try:
-                training.run_group(group, self._device, emit)
+                training.run_group(group, self._device, emit, options=self._options)
             except Exception as exc:  # a group-level failure fails its remaining trials, never the run
                 text = str(exc) if isinstance(exc, MonitorError) else f"{type(exc).__name__}: {exc}"
                 for trial in group.trials:
@@ -89,11 +102,11 @@ class InlineExecutor:
         pass
 
 
-def _worker_main(conn: Connection, device: str, announce: bool) -> None:
+def _worker_main(conn: Connection, device: str, announce: bool, options: EngineOptions) -> None:
     """Entry point of a worker process (a trampoline: torch is imported only here, in the child)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     training: Any = importlib.import_module(_TRAINING)
-    training.serve(conn, device, announce)
+    training.serve(conn, device, announce, options)
 
 
 @dataclasses.dataclass
@@ -111,8 +124,14 @@ class LocalExecutor:
     """One long-lived worker process per device; groups are queued and handed to idle workers."""
 
     def __init__(
-        self, device: str = "auto", *, cell_timeout: float = 3600.0, max_workers: int | None = None
+        self,
+        device: str = "auto",
+        *,
+        cell_timeout: float = 3600.0,
+        max_workers: int | None = None,
+        options: EngineOptions | None = None,
     ) -> None:
+        self._options = options or EngineOptions()
         self._device_setting = device
         self._cell_timeout = cell_timeout
         self._max_workers = max_workers
@@ -171,6 +190,7 @@ class LocalExecutor:
     def run(self, groups: Sequence[WorkGroup], on_result: ResultCallback) -> None:
         self.start()
         self._cancelled = False
+        self._crashes.clear()
         queue: deque[WorkGroup] = deque(groups)
         while queue or any(w.group is not None for w in self._workers):
             for worker in self._workers:
@@ -197,11 +217,32 @@ class LocalExecutor:
                     self._on_hang(worker, on_result, queue)
 
     def _assign(self, worker: _Worker, group: WorkGroup) -> None:
+        # A worker can die while idle (the OOM killer, a crash after its last group): that is no
+        # fault of the next group, which simply goes to a fresh worker.
+        for _ in range(3):
+            if not worker.process.is_alive():
+                log.warning("worker on %s was found dead while idle; starting a new one", worker.device)
+                self._respawn(worker)
+            try:
+                worker.conn.send(("group", group))
+                break
+            except (OSError, EOFError):
+                self._respawn(worker)
+        else:
+            raise MonitorError(f"cannot start a working worker process on {worker.device}; see the log above")
         worker.group = group
         worker.remaining = {t.key: t for t in group.trials}
         worker.running = set()
         worker.deadline = time.monotonic() + self._cell_timeout
-        worker.conn.send(("group", group))
+
+    def _respawn(self, worker: _Worker) -> None:
+        self._kill(worker)
+        with contextlib.suppress(OSError):
+            worker.conn.close()
+        fresh = self._spawn(worker.device, announce=False)
+        worker.process, worker.conn = fresh.process, fresh.conn
+        worker.group, worker.remaining, worker.running = None, {}, set()
+        worker.deadline = float("inf")
 
     def _drain(self, worker: _Worker, on_result: ResultCallback, queue: deque[WorkGroup]) -> None:
         while worker.group is not None:
@@ -269,17 +310,17 @@ class LocalExecutor:
             on_result(trial, _failed(trial, reason))
         if worker.remaining:
             queue.appendleft(dataclasses.replace(group, trials=tuple(worker.remaining.values())))
-        fresh = self._spawn(worker.device, announce=False)
-        worker.process, worker.conn = fresh.process, fresh.conn
-        worker.group, worker.remaining, worker.running = None, {}, set()
-        worker.deadline = float("inf")
+        self._respawn(worker)
 
     # -- processes ----------------------------------------------------------------------------
 
     def _spawn(self, device: str, *, announce: bool) -> _Worker:
         parent, child = self._context.Pipe(duplex=True)
         process = self._context.Process(
-            target=_worker_main, args=(child, device, announce), name=f"pm-worker-{device}", daemon=True
+            target=_worker_main,
+            args=(child, device, announce, self._options),
+            name=f"pm-worker-{device}",
+            daemon=True,
         )
         process.start()
         child.close()

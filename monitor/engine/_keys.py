@@ -11,6 +11,7 @@ import hashlib
 import json
 from typing import Any
 
+from ..data import PROTOCOL_VERSION as DATA_PROTOCOL_VERSION
 from ..settings import ModelSpec, StrategySpec, TaskSpec
 from ..types import ModelVersion
 
@@ -65,6 +66,7 @@ def trial_key(
     return _digest(
         {
             "protocol": PROTOCOL_VERSION,
+            "data_protocol": DATA_PROTOCOL_VERSION,  # how images are selected, decoded and resized
             "model": model_fingerprint(model, version),
             "task": task_fingerprint(task),
             "snapshot": snapshot_digest,

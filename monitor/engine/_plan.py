@@ -116,7 +116,9 @@ def work_groups(
         if not wanted or planned.snapshot is None:
             continue
         group_key = (ref.model, ref.task, ref.dataset)
-        pending.setdefault(group_key, []).extend(wanted)
+        queued = pending.setdefault(group_key, [])
+        known = {t.key for t in queued}
+        queued.extend(t for t in wanted if t.key not in known)  # identical cells train once
         snapshot_of[group_key] = planned.snapshot
     groups = []
     for (model_name, task_name, dataset_name), trials in pending.items():

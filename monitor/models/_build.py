@@ -73,11 +73,27 @@ def load_backbone(spec: ModelSpec, *, config_dir: Path | None = None) -> Backbon
         ]
     dim = drop_head(module, head)
     stages = find_stages(module, head, spec.blocks, name=spec.name)
+    # A final norm (DenseNet's norm5, Swin's norm) is not a stage of its own: `trainable_blocks:
+    # 1` must train the last real stage. Such norms train with the head instead.
+    while len(stages) > 1 and _norm_only(stages[-1][1]):
+        siblings.insert(0, stages.pop()[1])
     for parameter in module.parameters():
         parameter.requires_grad_(False)
     backbone = Backbone(spec.name, module, dim, head, stages, siblings, scripted)
     _check_forward(backbone, spec)
     return backbone
+
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+_NORM_NAMES = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "LayerNorm2d", "GroupNorm"}
+
+
+def _norm_only(module: nn.Module) -> bool:
+    """True when every parameter of `module` belongs to a normalisation layer."""
+    holders = [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
+    return bool(holders) and all(
+        isinstance(m, _NORMS) or getattr(m, "original_name", None) in _NORM_NAMES for m in holders
+    )
 
 
 def _torchvision(spec: ModelSpec) -> nn.Module:
@@ -132,6 +148,8 @@ def _python_factory(spec: ModelSpec, config_dir: Path | None) -> nn.Module:
     with _importable_from(config_dir):
         try:
             imported = importlib.import_module(module_name)
+            # A long-lived worker must see the module's current code (a new model version).
+            imported = importlib.reload(imported)
         except Exception as exc:  # any import-time error of user code
             raise ModelError(
                 f"model {spec.name}: cannot import {module_name} ({type(exc).__name__}: {exc}); it must be "

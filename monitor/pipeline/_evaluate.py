@@ -7,6 +7,7 @@ resolve (model versions, snapshots, decoded data) -> plan (cells, trial keys)
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 import uuid
@@ -23,6 +24,8 @@ from ._observer import LoggingObserver, Observer
 from ._resolve import Resolution, resolve
 
 __all__ = ["ModelReport", "RunReport", "run_evaluation"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,28 +88,72 @@ def run_evaluation(
     watcher.stage("resolving models and snapshots")
     resolution = resolve(settings, store, watcher)
     cells = plan_grid(settings, resolution.versions, resolution.snapshots)
-    keys = [t.key for c in cells for t in c.trials]
+    # Two cells can share a key (strategies that differ only by name): count and run it once.
+    keys = list(dict.fromkeys(t.key for c in cells for t in c.trials))
     stored = store.find_trials(keys)
     watcher.planned(len(keys), sum(1 for k in keys if k in stored))
     store.begin_run(
         run_id, trigger=trigger, config_digest=_config_digest(settings), plan=_plan_document(cells)
     )
-
     fresh: dict[str, TrialResult] = {}
+    try:
+        reports = _execute(settings, store, executor, run_id, resolution, cells, keys, stored, fresh, watcher)
+        status = _run_status(reports)
+        seconds = time.monotonic() - started
+        store.finish_run(
+            run_id,
+            status=status,
+            seconds=seconds,
+            scores=[r.score for r in reports],
+            cells=[c for r in reports for c in r.cells],
+            extra=in_transaction,
+        )
+    except BaseException as exc:
+        # Never leave a run "running": record why it stopped (finished trials stay stored).
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        try:
+            store.finish_run(
+                run_id, status="failed", seconds=time.monotonic() - started, scores=[], cells=[], error=reason
+            )
+        except Exception:  # the store itself may be what failed; the original error matters more
+            log.exception("could not record run %s as failed", run_id)
+        raise
+    return RunReport(
+        run_id=run_id,
+        status=status,
+        seconds=seconds,
+        trigger=trigger,
+        models=reports,
+        trials_run=len(fresh),
+        trials_cached=sum(1 for k in keys if k in stored),
+        warnings=watcher.warnings,
+    )
 
+
+def _execute(
+    settings: Settings,
+    store: Store,
+    executor: Executor,
+    run_id: str,
+    resolution: Resolution,
+    cells: list[PlannedCell],
+    keys: list[str],
+    stored: dict[str, TrialResult],
+    fresh: dict[str, TrialResult],
+    watcher: Observer,
+) -> list[ModelReport]:
     def on_result(trial: TrialSpec, result: TrialResult) -> None:
         fresh[trial.key] = result
         if result.status != "failed":
             # Stored at once: a crash loses at most the trials in flight (the next run resumes).
             ref = trial.cell
-            snapshot = _snapshot_id(resolution, ref.task, ref.dataset)
             store.save_trial(
                 result,
                 run_id=run_id,
                 model=ref.model,
                 task=ref.task,
                 dataset=ref.dataset,
-                snapshot=snapshot,
+                snapshot=_snapshot_id(resolution, ref.task, ref.dataset),
                 strategy=ref.strategy,
             )
         watcher.trial_done(trial, result)
@@ -129,26 +176,7 @@ def run_evaluation(
             [(c.cell.task, c.cell.dataset, c.cell.strategy) for c in model_cells],
         )
         reports.append(ModelReport(score, results))
-    status = _run_status(reports)
-    seconds = time.monotonic() - started
-    store.finish_run(
-        run_id,
-        status=status,
-        seconds=seconds,
-        scores=[r.score for r in reports],
-        cells=[c for r in reports for c in r.cells],
-        extra=in_transaction,
-    )
-    return RunReport(
-        run_id=run_id,
-        status=status,
-        seconds=seconds,
-        trigger=trigger,
-        models=reports,
-        trials_run=len(fresh),
-        trials_cached=len(keys) - len(todo),
-        warnings=watcher.warnings,
-    )
+    return reports
 
 
 def _snapshot_id(resolution: Resolution, task: str, dataset: str) -> str:
@@ -174,7 +202,7 @@ def _assemble(
             **base, status="failed", score=None, seed_scores=(), seconds=0.0, error=planned.problem, keys=keys
         )
     results = [stored.get(t.key) or fresh.get(t.key) for t in planned.trials]
-    seconds = sum(fresh[t.key].seconds for t in planned.trials if t.key in fresh)
+    seconds = sum((fresh[t.key].seconds for t in planned.trials if t.key in fresh), 0.0)
     missing = [t for t, r in zip(planned.trials, results, strict=True) if r is None]
     failed = [r for r in results if r is not None and r.status == "failed"]
     ok_scores = tuple(
@@ -195,11 +223,12 @@ def _assemble(
             keys=keys,
         )
     assert all(r is not None for r in results)
+    # A divergence stays visible even when its result comes from the store.
     status: CellStatus
-    if all(t.key in stored for t in planned.trials):
-        status = "cached"
-    elif any(r is not None and r.status == "diverged" for r in results):
+    if any(r is not None and r.status == "diverged" for r in results):
         status = "diverged"
+    elif all(t.key in stored for t in planned.trials):
+        status = "cached"
     else:
         status = "ok"
     return CellResult(

@@ -76,10 +76,6 @@ def _choose_snapshot(
             observer.warn(f"{where}: snapshot {candidate.snapshot} unavailable: {exc}")
             problems.append(f"{candidate.snapshot}: {exc}")
             continue
-        known = store.snapshot_record(task.name, dataset.name, info.snapshot, info.digest)
-        if known is not None and known.status == "rejected":
-            problems.append(f"{info.snapshot}: rejected earlier ({known.reason}): {known.message}")
-            continue  # a known-bad snapshot is not decoded again
         try:
             observer.stage(f"preparing {where} snapshot {info.snapshot}")
             prepared = {

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_settings import SettingsError
 
 from ..errors import ConfigError
 from ._schema import Settings
@@ -57,6 +58,10 @@ def load_settings(path: str | os.PathLike[str]) -> Settings:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([("", f"cannot read {path}: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [("", f"{path} is not UTF-8 text (byte {exc.start}); save the config as UTF-8")]
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -80,6 +85,18 @@ def settings_from_mapping(data: dict[str, Any], *, base_dir: Path, origin: str |
         settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_problems_from(exc, data), origin=origin) from None
+    except SettingsError as exc:
+        # An environment override that is not valid JSON (lists and mappings must be JSON).
+        field = str(exc).split('"')[1] if '"' in str(exc) else "?"
+        raise ConfigError(
+            [
+                (
+                    field,
+                    f"the PM_{field.upper()} environment variable must hold JSON here (e.g. PM_SEEDS='[0, 1]')",
+                )
+            ],
+            origin=origin,
+        ) from None
     # Values that came from the environment may still be relative: they are relative to the cwd.
     settings = _absolutize(settings)
     problems = _check_local_paths(settings)
@@ -90,12 +107,15 @@ def settings_from_mapping(data: dict[str, Any], *, base_dir: Path, origin: str |
 
 def redact_url(url: str) -> str:
     """Drop user-info (credentials) and query strings from a URL before it is shown anywhere."""
-    parts = urlsplit(url)
-    if not parts.scheme or parts.scheme == "file":
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    try:
+        parts = urlsplit(url)
+        if not parts.scheme or parts.scheme == "file":
+            return url
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # a malformed netloc or port: show nothing that might be a credential
+        return "(a URL that does not parse)"
     return f"{parts.scheme}://{host}{parts.path}" + ("?…" if parts.query else "")
 
 
@@ -156,6 +176,15 @@ def _absolutize(settings: Settings) -> Settings:
     return settings.model_copy(update={"state_dir": settings.state_dir.resolve(), "models": models})
 
 
+def _valid_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port that is not a number in range
+    except ValueError:
+        return False
+    return bool(parts.hostname)
+
+
 def _check_local_paths(settings: Settings) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for i, model in enumerate(settings.models):
@@ -187,6 +216,8 @@ def _check_local_paths(settings: Settings) -> list[tuple[str, str]]:
                 problems.append(
                     (where, "expected a local directory, a file:// URL or an http(s):// manifest URL")
                 )
+            elif not _valid_http_url(dataset.source):
+                problems.append((where, "not a valid URL (check the host and port)"))
     return problems
 
 

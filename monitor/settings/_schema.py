@@ -94,6 +94,12 @@ class ExecutorSettings(_Strict):
     gpus_per_worker: float = Field(1.0, gt=0)  # ray only
     # A trial that runs longer than this is abandoned, its worker replaced, and the cell failed.
     cell_timeout: Seconds = 3600.0
+    # Stack partial/full fine-tunes that differ only by seed/lr/weight decay into one vmapped
+    # model ("auto": on GPUs, where a small model alone leaves the device idle).
+    batch_finetunes: Literal["auto", "always", "never"] = "auto"
+    # torch.compile the training forward (compiled once per architecture and input shape); pays
+    # off for long grids on GPUs, costs a compile per model version.
+    compile: bool = False
 
 
 class Normalize(_Strict):
@@ -314,7 +320,9 @@ class Settings(BaseSettings):
     models: list[ModelSpec] = Field(min_length=1)
     tasks: list[TaskSpec] = Field(min_length=1)
     strategies: list[StrategySpec] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, lt=2**63)]] = Field(
+        default_factory=lambda: [0, 1, 2], min_length=1
+    )
     alerts: AlertsSettings = AlertsSettings()
     # Set by the loader to the config file's folder: `python:` model factories are imported from
     # there first, so a workspace can ship its own model code next to its config.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from importlib.machinery import ModuleSpec, PathFinder
 from pathlib import Path
@@ -19,11 +20,13 @@ def model_version(spec: ModelSpec, *, state_dir: Path, config_dir: Path | None =
     """Return the model's current version; the weights are re-hashed only when they changed.
 
     With weights, the digest is the weights file's sha256. A `python:<module>:<callable>`
-    factory without weights is versioned by the sha256 of the module's source file, found on
-    `config_dir` then `sys.path` without importing anything ("" when it cannot be found, so the
-    worker that imports it reports the real problem).
+    factory is also versioned by the sha256 of the module's source file (found on `config_dir`
+    then `sys.path`, without importing anything): changing the model's code is a new version.
+    Code the module imports from elsewhere is not covered. Without weights and without a
+    findable source the digest is "", and the worker that imports it reports the real problem.
     """
     memo = DigestMemo(Path(state_dir))
+    source_digest = _factory_digest(spec, config_dir, memo)
     if spec.weights is not None:
         try:
             digest = file_digest(spec.weights, memo)
@@ -32,19 +35,24 @@ def model_version(spec: ModelSpec, *, state_dir: Path, config_dir: Path | None =
                 f"cannot read weights file {spec.weights} of model {spec.name}: {exc.strerror or exc}; "
                 f"check models[].weights and the file's permissions"
             ) from None
+        if source_digest:
+            digest = hashlib.sha256(f"{digest}:{source_digest}".encode()).hexdigest()
         return ModelVersion(
             model=spec.name, architecture=spec.architecture, digest=digest, weights=spec.weights
         )
-    digest = ""
-    if spec.kind == "python":
-        module = spec.architecture.split(":")[1]
-        source = _module_file(module, config_dir)
-        if source is not None:
-            try:
-                digest = file_digest(source, memo)
-            except OSError:
-                digest = ""  # unreadable source: the worker's import will say why, with the path
-    return ModelVersion(model=spec.name, architecture=spec.architecture, digest=digest, weights=None)
+    return ModelVersion(model=spec.name, architecture=spec.architecture, digest=source_digest, weights=None)
+
+
+def _factory_digest(spec: ModelSpec, config_dir: Path | None, memo: DigestMemo) -> str:
+    if spec.kind != "python":
+        return ""
+    source = _module_file(spec.architecture.split(":")[1], config_dir)
+    if source is None:
+        return ""
+    try:
+        return file_digest(source, memo)
+    except OSError:
+        return ""  # unreadable source: the worker's import will say why, with the path
 
 
 def _module_file(module: str, config_dir: Path | None) -> Path | None:

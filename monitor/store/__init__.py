@@ -4,6 +4,7 @@ SQLite by default (`sqlite:///<path>`), PostgreSQL with `postgresql+psycopg://â€
 migrates the schema with the Alembic scripts shipped in `migrations/`.
 """
 
+from ._engine import parse_url, render_url
 from ._records import (
     RUN_TRIGGERS,
     ModelVersionRecord,
@@ -30,4 +31,13 @@ __all__ = [
     "SnapshotStatus",
     "Store",
     "new_run_id",
+    "redacted_database_url",
 ]
+
+
+def redacted_database_url(url: str) -> str:
+    """`database_url` as it may be shown: without password or query, or a placeholder."""
+    try:
+        return render_url(parse_url(url))
+    except Exception:
+        return "(database_url not shown: it does not parse)"

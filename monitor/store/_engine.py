@@ -35,14 +35,21 @@ _HINT = (
 
 
 def render_url(url: URL) -> str:
-    """The URL as text, safe for messages and logs."""
-    return url.render_as_string(hide_password=True)
+    """The URL as text, safe for messages and logs: no password, no query (it can hold one too)."""
+    text = url.set(query={}).render_as_string(hide_password=True)
+    return text + ("?…" if url.query else "")
 
 
 def scrub(text: str, url: URL | None) -> str:
-    """Remove the URL's password from a driver message, in case the driver echoed it."""
-    if url is not None and url.password:
-        text = text.replace(str(url.password), "***")
+    """Remove the URL's secrets from a driver message, in case the driver echoed them."""
+    if url is None:
+        return text
+    secrets = [str(url.password)] if url.password else []
+    for value in url.query.values():
+        secrets.extend([value] if isinstance(value, str) else list(value))
+    for secret in secrets:
+        if len(secret) >= 3:
+            text = text.replace(secret, "***")
     return text
 
 

@@ -1,8 +1,9 @@
 """The torch side of the engine, imported only inside worker processes (and by tests/benchmarks)."""
 
+from ._chain import Chain, find_chain
 from ._device import Runtime, resolve_devices, runtime_for
-from ._finetune import finetune
-from ._group import ModelCache, run_group
+from ._finetune import Feed, finetune, image_feed, set_trainable
+from ._group import ModelCache, activation_feed, run_group
 from ._linear import extract_features, train_linear_heads
 from ._metrics import METRICS, score_predictions
 from ._optim import BatchedAdamW, BatchedSGD, cosine_factor, init_head
@@ -13,17 +14,23 @@ __all__ = [
     "METRICS",
     "BatchedAdamW",
     "BatchedSGD",
+    "Chain",
+    "Feed",
     "GroupData",
     "ModelCache",
     "Runtime",
+    "activation_feed",
     "cosine_factor",
     "extract_features",
+    "find_chain",
     "finetune",
+    "image_feed",
     "init_head",
     "resolve_devices",
     "run_group",
     "runtime_for",
     "score_predictions",
     "serve",
+    "set_trainable",
     "train_linear_heads",
 ]

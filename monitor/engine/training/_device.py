@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .._executor import EngineOptions
+
 __all__ = ["Runtime", "resolve_devices", "runtime_for"]
 
 
@@ -17,8 +19,15 @@ def resolve_devices(setting: str) -> list[str]:
         if setting == "cuda":
             raise RuntimeError("device: cuda was requested but torch sees no CUDA device")
         return ["cpu"]
-    if setting.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device: {setting} was requested but torch sees no CUDA device")
+    if setting.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device: {setting} was requested but torch sees no CUDA device")
+        index = int(setting.split(":", 1)[1])
+        if index >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"device: {setting} was requested but torch sees {torch.cuda.device_count()} CUDA device(s) "
+                f"(cuda:0 … cuda:{torch.cuda.device_count() - 1})"
+            )
     return [setting]
 
 
@@ -30,6 +39,8 @@ class Runtime:
     autocast_dtype: torch.dtype | None  # bf16 on GPUs; None = plain fp32
     channels_last: bool
     eval_batch: int  # images per forward pass when no gradient is needed
+    batch_finetunes: bool = False  # stack partial/full trials of one schedule with torch.func
+    compile: bool = False  # torch.compile the training forward
 
     def autocast(self) -> torch.autocast:
         return torch.autocast(
@@ -39,12 +50,28 @@ class Runtime:
         )
 
 
-def runtime_for(device: str) -> Runtime:
+def runtime_for(device: str, options: EngineOptions | None = None) -> Runtime:
+    """The execution choices for `device`; `options` (from the settings) can force some of them."""
+    options = options or EngineOptions()
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes within a work group: autotune once
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        return Runtime(dev, torch.bfloat16, channels_last=True, eval_batch=512)
+        return Runtime(
+            dev,
+            torch.bfloat16,
+            channels_last=True,
+            eval_batch=512,
+            batch_finetunes=options.batch_finetunes != "never",
+            compile=options.compile,
+        )
     # Measured on a 2-core CPU: bf16 autocast was slower than fp32 for ResNet-18 at 32-64 px.
-    return Runtime(dev, None, channels_last=False, eval_batch=256)
+    return Runtime(
+        dev,
+        None,
+        channels_last=False,
+        eval_batch=256,
+        batch_finetunes=options.batch_finetunes == "always",
+        compile=options.compile,
+    )

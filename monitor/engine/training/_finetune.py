@@ -1,19 +1,23 @@
 """`partial` and `full` fine-tunes: the backbone (or its last stages) trains with a fresh head.
 
 Every trial starts from the master weights kept on the device (a copy, not a reload and not a
-deepcopy), so a work group loads its model once whatever the number of trials.
+deepcopy), so a work group loads its model once whatever the number of trials. What a trial
+trains on is a `Feed`: the images through the whole backbone, or — for `partial` trials of a
+chain-shaped backbone — activations cached at the input of the first trainable stage.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...models import Backbone
+from ...models import Backbone, submodule
 from ...types import TrialResult
 from .._plan import TrialSpec
 from ._device import Runtime
@@ -21,7 +25,22 @@ from ._metrics import score_predictions
 from ._optim import cosine_factor, init_head
 from ._tensors import GroupData
 
-__all__ = ["finetune"]
+__all__ = ["Feed", "finetune", "image_feed", "set_trainable"]
+
+
+@dataclass
+class Feed:
+    """Inputs of a fine-tune and how they become features."""
+
+    train: torch.Tensor  # uint8 images [N, 3, S, S] or cached activations
+    test: torch.Tensor
+    prepare: Callable[[torch.Tensor], torch.Tensor]  # per batch: normalise images, or nothing
+    forward: nn.Module  # batch -> features [B, D]: the model, or the part of it after the cache
+    kind: str  # "images" | "activations"
+
+
+def image_feed(backbone: Backbone, data: GroupData) -> Feed:
+    return Feed(data.train_x, data.test_x, data.images, backbone.module, "images")
 
 
 def finetune(
@@ -32,18 +51,19 @@ def finetune(
     metric: str,
     runtime: Runtime,
     *,
+    feed: Feed | None = None,
     micro_batch: int | None = None,
 ) -> TrialResult:
     """Fine-tune from `master` with the trial's strategy and seed; score on the test split.
 
     `micro_batch` splits each batch into gradient-accumulated chunks (same update, less memory):
-    the executor's answer to an out-of-memory error.
+    the answer to an out-of-memory error.
     """
     start = time.perf_counter()
+    feed = feed or image_feed(backbone, data)
     strategy = trial.strategy
-    module = backbone.module
-    module.load_state_dict(master)  # on-device copy: also resets BatchNorm statistics
-    trainable = _set_trainable(backbone, strategy.mode, strategy.trainable_blocks)
+    backbone.module.load_state_dict(master)  # on-device copy: also resets BatchNorm statistics
+    trainable = set_trainable(backbone, strategy.mode, strategy.trainable_blocks)
 
     generator = torch.Generator().manual_seed(trial.seed)
     torch.manual_seed(trial.seed)  # dropout and other stochastic layers
@@ -77,35 +97,42 @@ def finetune(
             loss_value = torch.zeros((), device=runtime.device)
             for chunk in idx.split(micro):
                 with runtime.autocast():
-                    logits = head(module(data.images(data.train_x[chunk])))
+                    logits = head(feed.forward(feed.prepare(feed.train[chunk])))
                 loss = F.cross_entropy(
                     logits.float(), data.train_y[chunk], label_smoothing=strategy.label_smoothing
                 )
-                (loss * (chunk.numel() / idx.numel())).backward()
-                loss_value = loss_value + loss.detach() * (chunk.numel() / idx.numel())
+                share = chunk.numel() / idx.numel()
+                (loss * share).backward()
+                loss_value = loss_value + loss.detach() * share
             finite &= torch.isfinite(loss_value)
             optimizer.step()
             scheduler.step()
         if not bool(finite):  # one CPU-GPU sync per epoch, not per step
-            diverged = True
+            diverged = True  # scored as it is, like any other outcome
             break
-    score = _evaluate(module, head, data, metric, runtime)
-    _set_trainable(backbone, "frozen", None)
+    score = _evaluate(backbone.module, head, feed, data, metric, runtime)
+    set_trainable(backbone, "frozen", None)
     return TrialResult(
         key=trial.key,
         seed=trial.seed,
         status="diverged" if diverged else "ok",
         score=score,
         seconds=time.perf_counter() - start,
-        details={"n_train": int(n), "n_test": int(data.test_y.shape[0]), "final_loss": float(loss_value)},
+        details={
+            "n_train": int(n),
+            "n_test": int(data.test_y.shape[0]),
+            "final_loss": float(loss_value),
+            "inputs": feed.kind,
+        },
     )
 
 
-def _set_trainable(backbone: Backbone, mode: str, blocks: int | None) -> list[nn.Parameter]:
+def set_trainable(backbone: Backbone, mode: str, blocks: int | None) -> list[nn.Parameter]:
     """Set requires_grad and train/eval modes for `mode`; return the parameters that train."""
     module = backbone.module
     for parameter in module.parameters():
         parameter.requires_grad_(False)
+        parameter.grad = None  # a trial's gradients must not outlive it (memory, and the next trial)
     module.eval()
     if mode == "full":
         module.train()
@@ -126,25 +153,21 @@ def _set_trainable(backbone: Backbone, mode: str, blocks: int | None) -> list[nn
                 params.append(parameter)
     if backbone.scripted:
         # The identity map standing in for a TorchScript head must never train.
-        head_params = {id(p) for p in _scripted_head_params(backbone)}
+        head_params = {id(p) for p in submodule(module, backbone.head).parameters()}
         params = [p for p in params if id(p) not in head_params]
     for parameter in params:
         parameter.requires_grad_(True)
     return params
 
 
-def _scripted_head_params(backbone: Backbone) -> list[nn.Parameter]:
-    from ...models import submodule
-
-    return list(submodule(backbone.module, backbone.head).parameters())
-
-
 @torch.no_grad()
-def _evaluate(module: nn.Module, head: nn.Module, data: GroupData, metric: str, runtime: Runtime) -> float:
+def _evaluate(
+    module: nn.Module, head: nn.Module, feed: Feed, data: GroupData, metric: str, runtime: Runtime
+) -> float:
     module.eval()
     predictions = []
     for begin in range(0, data.test_y.shape[0], runtime.eval_batch):
         with runtime.autocast():
-            logits = head(module(data.images(data.test_x[begin : begin + runtime.eval_batch])))
+            logits = head(feed.forward(feed.prepare(feed.test[begin : begin + runtime.eval_batch])))
         predictions.append(torch.nan_to_num(logits.float(), nan=0.0).argmax(dim=1))
     return float(score_predictions(metric, torch.cat(predictions), data.test_y, data.num_classes))

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 from ...errors import MonitorError
 from ...models import Backbone, load_backbone
 from ...types import TrialResult
+from .._executor import EngineOptions
 from .._plan import TrialSpec, WorkGroup
+from ._batched import finetune_batched, schedule_of
+from ._chain import Chain, Suffix, find_chain
 from ._device import Runtime, runtime_for
-from ._finetune import finetune
+from ._finetune import Feed, finetune, image_feed
 from ._linear import extract_features, train_linear_heads
 from ._tensors import GroupData
 
@@ -30,34 +35,52 @@ class ModelCache:
     def __init__(self) -> None:
         self._key: tuple[str, str, str] | None = None
         self._backbone: Backbone | None = None
+        self._chain: Chain | None = None
+        self._compiled: nn.Module | None = None
 
-    def get(self, group: WorkGroup, runtime: Runtime) -> Backbone:
+    def get(self, group: WorkGroup, runtime: Runtime) -> tuple[Backbone, Chain | None]:
         key = (
             group.model.model_dump_json(),
             group.version.digest,
             runtime.device.type + str(runtime.device.index),
         )
         if self._key != key or self._backbone is None:
-            self._backbone = None  # free the previous model before loading the next
+            self._backbone = self._chain = self._compiled = None  # free the previous model first
             backbone = load_backbone(group.model, config_dir=group.config_dir)
             backbone.module.to(runtime.device)
             if runtime.channels_last:
                 backbone.module.to(memory_format=torch.channels_last)
+            self._chain = find_chain(backbone, group.model.image_size)
             self._key, self._backbone = key, backbone
-        return self._backbone
+        return self._backbone, self._chain
+
+    def compiled(self, backbone: Backbone) -> nn.Module:
+        """The model under torch.compile: compiled once per model, recompiled per new input shape."""
+        if self._compiled is None:
+            self._compiled = torch.compile(backbone.module)  # type: ignore[assignment]
+        assert self._compiled is not None
+        return self._compiled
 
 
 _DEFAULT_CACHE = ModelCache()
 
 
-def run_group(group: WorkGroup, device: str, emit: Emit, *, cache: ModelCache | None = None) -> None:
+def run_group(
+    group: WorkGroup,
+    device: str,
+    emit: Emit,
+    *,
+    cache: ModelCache | None = None,
+    options: EngineOptions | None = None,
+) -> None:
     """Run every trial of `group`, emitting ("started", keys) and ("result", TrialResult) messages.
 
     Raises MonitorError (or anything else) only for group-level problems — the model cannot be
     loaded, the data cannot be read; a single trial's failure becomes a `failed` result.
     """
-    runtime = runtime_for(device)
-    backbone = (cache or _DEFAULT_CACHE).get(group, runtime)
+    runtime = runtime_for(device, options)
+    cache = cache or _DEFAULT_CACHE
+    backbone, chain = cache.get(group, runtime)
     data = GroupData.load(group.data, group.model.normalize, runtime)
     metric = group.task.metric
     linear = [t for t in group.trials if t.strategy.mode == "linear"]
@@ -67,8 +90,7 @@ def run_group(group: WorkGroup, device: str, emit: Emit, *, cache: ModelCache | 
         emit(("started", tuple(t.key for t in linear)))
         try:
             start = time.perf_counter()
-            train_features = extract_features(backbone.module, data, data.train_x, runtime)
-            test_features = extract_features(backbone.module, data, data.test_x, runtime)
+            train_features, test_features = _features_with_retry(backbone, data, runtime)
             shared = time.perf_counter() - start
             results = train_linear_heads(
                 train_features,
@@ -87,12 +109,121 @@ def run_group(group: WorkGroup, device: str, emit: Emit, *, cache: ModelCache | 
 
     if others:
         master = {k: v.detach().clone() for k, v in backbone.module.state_dict().items()}
+        feeds: dict[int | None, Feed] = {}
+
+        def feed_for(trial: TrialSpec) -> Feed:
+            # partial trials of a chain-shaped model train from activations cached per depth
+            blocks = trial.strategy.trainable_blocks if trial.strategy.mode == "partial" else None
+            if blocks not in feeds:
+                feed = activation_feed(backbone, chain, data, blocks, runtime) if chain and blocks else None
+                if feed is None:
+                    feed = image_feed(backbone, data)
+                    if runtime.compile:
+                        feed.forward = cache.compiled(backbone)
+                feeds[blocks] = feed
+            return feeds[blocks]
+
         try:
-            for trial in others:
-                emit(("started", (trial.key,)))
-                emit(("result", _run_finetune(backbone, master, data, trial, metric, runtime)))
+            for stack in _stacks(others, runtime):
+                feed = feed_for(stack[0])
+                if len(stack) > 1:
+                    emit(("started", tuple(t.key for t in stack)))
+                    stacked = _run_batched(backbone, master, data, stack, metric, runtime, feed)
+                    if stacked is not None:
+                        for result in stacked:
+                            emit(("result", result))
+                        continue
+                for trial in stack:
+                    emit(("started", (trial.key,)))
+                    emit(("result", _run_finetune(backbone, master, data, trial, metric, runtime, feed)))
         finally:
             backbone.module.load_state_dict(master)  # the cached model must stay the deployed one
+
+
+def _features_with_retry(
+    backbone: Backbone, data: GroupData, runtime: Runtime
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of the train and test images; out of memory halves the batch until it fits."""
+    while True:
+        try:
+            return (
+                extract_features(backbone.module, data, data.train_x, runtime),
+                extract_features(backbone.module, data, data.test_x, runtime),
+            )
+        except torch.cuda.OutOfMemoryError:
+            if runtime.eval_batch <= 1:
+                raise
+            if runtime.device.type == "cuda":
+                torch.cuda.empty_cache()
+            runtime = dataclasses.replace(runtime, eval_batch=runtime.eval_batch // 2)
+            log.warning("feature extraction out of memory; retrying %d images at a time", runtime.eval_batch)
+
+
+def _stacks(trials: list[TrialSpec], runtime: Runtime) -> list[list[TrialSpec]]:
+    """Trials to train together: one stack per schedule when batching, else one trial each."""
+    if not runtime.batch_finetunes:
+        return [[t] for t in trials]
+    stacks: dict[tuple[object, ...], list[TrialSpec]] = {}
+    for trial in trials:
+        stacks.setdefault(schedule_of(trial), []).append(trial)
+    return list(stacks.values())
+
+
+def _run_batched(
+    backbone: Backbone,
+    master: dict[str, torch.Tensor],
+    data: GroupData,
+    trials: list[TrialSpec],
+    metric: str,
+    runtime: Runtime,
+    feed: Feed,
+) -> list[TrialResult] | None:
+    """The stacked fine-tune, or None (after a warning) when it cannot run: the loop takes over."""
+    try:
+        return finetune_batched(backbone, master, data, trials, metric, runtime, feed=feed)
+    except Exception as exc:  # an op without a vmap rule, out of memory for H copies, ...
+        if runtime.device.type == "cuda":
+            torch.cuda.empty_cache()
+        log.warning(
+            "%d stacked fine-tunes fell back to one at a time: %s: %s", len(trials), type(exc).__name__, exc
+        )
+        return None
+
+
+# Cached activations may take this much memory at most; beyond it, partial trials run the plain way.
+_ACTIVATION_BUDGET = {"cpu": 2 * 2**30, "cuda": 8 * 2**30}
+
+
+@torch.no_grad()
+def activation_feed(
+    backbone: Backbone, chain: Chain, data: GroupData, blocks: int, runtime: Runtime
+) -> Feed | None:
+    """Activations at the input of the first of the last `blocks` stages, for train and test."""
+    if blocks > len(backbone.stages):
+        return None  # the trial itself reports the problem
+    start = chain.index_of(backbone.stages[-blocks][1])
+    if start is None or start == 0:
+        return None
+    backbone.module.eval()
+
+    def prefix(images: torch.Tensor) -> torch.Tensor:
+        chunks = []
+        for begin in range(0, images.shape[0], runtime.eval_batch):
+            with runtime.autocast():
+                chunks.append(chain.run(data.images(images[begin : begin + runtime.eval_batch]), 0, start))
+        return torch.cat(chunks)
+
+    one = prefix(data.train_x[:1])
+    needed = one.numel() * one.element_size() * (data.train_x.shape[0] + data.test_x.shape[0])
+    if needed > _ACTIVATION_BUDGET.get(runtime.device.type, _ACTIVATION_BUDGET["cpu"]):
+        log.info("partial: %d MiB of activations is over budget; training the plain way", needed >> 20)
+        return None
+
+    return Feed(prefix(data.train_x), prefix(data.test_x), _identity, Suffix(chain, start), "activations")
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def _run_finetune(
@@ -102,12 +233,13 @@ def _run_finetune(
     trial: TrialSpec,
     metric: str,
     runtime: Runtime,
+    feed: Feed,
 ) -> TrialResult:
     micro: int | None = None
     while True:
         try:
-            return finetune(backbone, master, data, trial, metric, runtime, micro_batch=micro)
-        except torch.OutOfMemoryError as exc:
+            return finetune(backbone, master, data, trial, metric, runtime, feed=feed, micro_batch=micro)
+        except torch.cuda.OutOfMemoryError as exc:  # (torch.OutOfMemoryError only from 2.5)
             current = micro or trial.strategy.batch_size
             if runtime.device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -7,6 +7,7 @@ import signal
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .._executor import EngineOptions
 from ._device import resolve_devices
 from ._group import ModelCache, run_group
 
@@ -15,7 +16,7 @@ __all__ = ["serve"]
 log = logging.getLogger(__name__)
 
 
-def serve(conn: Connection, device: str, announce: bool) -> None:
+def serve(conn: Connection, device: str, announce: bool, options: EngineOptions | None = None) -> None:
     """Serve groups until ("stop",) or the parent goes away. See `monitor.engine._executor`."""
     # Ctrl-C is the parent's to handle: it decides whether the running cell finishes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -42,7 +43,7 @@ def serve(conn: Connection, device: str, announce: bool) -> None:
             return
         group = message[1]
         try:
-            run_group(group, device, emit, cache=cache)
+            run_group(group, device, emit, cache=cache, options=options)
         except Exception as exc:
             text = str(exc) if _is_monitor_error(exc) else f"{type(exc).__name__}: {exc}"
             log.warning("work group %s cannot run: %s", group.id, text)

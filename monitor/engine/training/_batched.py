@@ -1,0 +1,178 @@
+"""Several `partial`/`full` fine-tunes of one model trained at once with `torch.func.vmap`.
+
+Trials that share a schedule (mode, trainable stages, optimizer, epochs, batch size, momentum,
+label smoothing) and differ only by seed, learning rate or weight decay are stacked: H copies of
+the trainable parameters (and of the BatchNorm statistics they update), one forward/backward for
+all of them. On a GPU a small model leaves most of the device idle; stacking fills it. Every
+model still gets exactly its own initialisation, data order and updates (a test checks batched
+against looped training).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from ...models import Backbone
+from ...types import TrialResult
+from .._plan import TrialSpec
+from ._device import Runtime
+from ._finetune import Feed, set_trainable
+from ._metrics import score_predictions
+from ._optim import BatchedAdamW, BatchedSGD, cosine_factor, init_head
+from ._tensors import GroupData
+
+__all__ = ["finetune_batched", "schedule_of"]
+
+
+def schedule_of(trial: TrialSpec) -> tuple[object, ...]:
+    """Trials with equal schedules can be stacked (they differ in seed, lr, weight decay only)."""
+    s = trial.strategy
+    return (
+        s.mode,
+        s.trainable_blocks,
+        s.optimizer,
+        s.epochs,
+        s.batch_size,
+        s.momentum if s.optimizer == "sgd" else None,
+        s.label_smoothing,
+    )
+
+
+def finetune_batched(
+    backbone: Backbone,
+    master: dict[str, torch.Tensor],
+    data: GroupData,
+    trials: Sequence[TrialSpec],
+    metric: str,
+    runtime: Runtime,
+    *,
+    feed: Feed,
+) -> list[TrialResult]:
+    """Train `trials` (one schedule) as one stack of models; one result per trial, in order."""
+    start = time.perf_counter()
+    strategy = trials[0].strategy
+    heads, device = len(trials), runtime.device
+    backbone.module.load_state_dict(master)
+    trainable = set_trainable(backbone, strategy.mode, strategy.trainable_blocks)
+    net = feed.forward
+    trainable_ids = {id(p) for p in trainable}
+    stacked = {
+        name: p.detach().unsqueeze(0).repeat(heads, *([1] * p.ndim)).requires_grad_(True)
+        for name, p in net.named_parameters()
+        if id(p) in trainable_ids
+    }
+    shared = {name: p.detach() for name, p in net.named_parameters() if id(p) not in trainable_ids}
+    # Buffers of modules that train (BatchNorm statistics) move per model; the others are shared.
+    moving = {
+        f"{prefix}.{name}" if prefix else name: b.detach().unsqueeze(0).repeat(heads, *([1] * b.ndim)).clone()
+        for prefix, module in net.named_modules()
+        if module.training
+        for name, b in module.named_buffers(recurse=False)
+        if b.dtype.is_floating_point or name == "num_batches_tracked"
+    }
+    shared.update({n: b for n, b in net.named_buffers() if n not in moving})
+
+    generators = [torch.Generator().manual_seed(t.seed) for t in trials]
+    inits = [init_head(data.num_classes, backbone.feature_dim, g) for g in generators]
+    head_w = torch.stack([w for w, _ in inits]).to(device).requires_grad_(True)
+    head_b = torch.stack([b for _, b in inits]).to(device).requires_grad_(True)
+    lr = torch.tensor([t.strategy.lr for t in trials], dtype=torch.float32, device=device)
+    wd = torch.tensor([t.strategy.weight_decay for t in trials], dtype=torch.float32, device=device)
+    params = [*stacked.values(), head_w, head_b]
+    optimizer: BatchedSGD | BatchedAdamW
+    if strategy.optimizer == "sgd":
+        optimizer = BatchedSGD(params, lr, wd, strategy.momentum)
+    else:
+        optimizer = BatchedAdamW(params, lr, wd)
+
+    def loss_of(tp: dict, hw: torch.Tensor, hb: torch.Tensor, tb: dict, x: torch.Tensor, y: torch.Tensor):
+        with runtime.autocast():
+            features = functional_call(net, {**shared, **tp, **tb}, (x,))
+            logits = features.float() @ hw.T + hb
+        return F.cross_entropy(logits, y, label_smoothing=strategy.label_smoothing)
+
+    step_fn = vmap(
+        grad_and_value(loss_of, argnums=(0, 1, 2)), in_dims=(0, 0, 0, 0, 0, 0), randomness="different"
+    )
+    n = data.train_y.shape[0]
+    batch = min(strategy.batch_size, n)
+    total = strategy.epochs * math.ceil(n / batch)
+    active = torch.ones(heads, dtype=torch.bool, device=device)
+    ever_bad = torch.zeros(heads, dtype=torch.bool, device=device)
+    step = 0
+    loss = torch.zeros(heads, device=device)
+    for _ in range(strategy.epochs):
+        order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
+        for begin in range(0, n, batch):
+            idx = order[:, begin : begin + batch]  # [H, B]
+            x = feed.prepare(feed.train[idx.reshape(-1)])
+            x = x.reshape(heads, -1, *x.shape[1:])
+            (grads, loss) = step_fn(stacked, head_w, head_b, moving, x, data.train_y[idx])
+            (g_params, g_w, g_b) = grads
+            for name, p in stacked.items():
+                p.grad = g_params[name]
+            head_w.grad, head_b.grad = g_w, g_b
+            finite = torch.isfinite(loss)
+            ever_bad |= ~finite
+            active &= finite
+            optimizer.step(cosine_factor(step, total), active)
+            step += 1
+    scores = _evaluate(net, shared, stacked, moving, head_w, head_b, feed, data, metric, runtime)
+    set_trainable(backbone, "frozen", None)
+    each = (time.perf_counter() - start) / heads
+    diverged = ever_bad.tolist()
+    losses = loss.detach().float().tolist()
+    return [
+        TrialResult(
+            key=t.key,
+            seed=t.seed,
+            status="diverged" if diverged[h] else "ok",
+            score=scores[h],
+            seconds=each,
+            details={
+                "n_train": int(n),
+                "n_test": int(data.test_y.shape[0]),
+                "final_loss": losses[h],
+                "inputs": feed.kind,
+                "models_batched": heads,
+            },
+        )
+        for h, t in enumerate(trials)
+    ]
+
+
+@torch.no_grad()
+def _evaluate(
+    net: nn.Module,
+    shared: dict[str, torch.Tensor],
+    stacked: dict[str, torch.Tensor],
+    moving: dict[str, torch.Tensor],
+    head_w: torch.Tensor,
+    head_b: torch.Tensor,
+    feed: Feed,
+    data: GroupData,
+    metric: str,
+    runtime: Runtime,
+) -> list[float]:
+    net.eval()
+
+    def logits_of(tp: dict, tb: dict, hw: torch.Tensor, hb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        with runtime.autocast():
+            features = functional_call(net, {**shared, **tp, **tb}, (x,))
+        return features.float() @ hw.T + hb
+
+    run = vmap(logits_of, in_dims=(0, 0, 0, 0, None))
+    predictions = []
+    for begin in range(0, data.test_y.shape[0], runtime.eval_batch):
+        x = feed.prepare(feed.test[begin : begin + runtime.eval_batch])
+        logits = run({k: v.detach() for k, v in stacked.items()}, moving, head_w.detach(), head_b.detach(), x)
+        predictions.append(torch.nan_to_num(logits, nan=0.0).argmax(dim=2))
+    scores = score_predictions(metric, torch.cat(predictions, dim=1), data.test_y, data.num_classes)
+    return [float(s) for s in scores]
