@@ -153,6 +153,7 @@ def _run_once(args: argparse.Namespace, out: Console, err: Console) -> int:
         cell_timeout=settings.executor.cell_timeout,
         options=EngineOptions.from_settings(settings.executor),
     )
+    executor.start(wait=False)  # the worker imports torch while sources are resolved
     run_id = uuid.uuid4().hex
     started = time.monotonic()
     try:

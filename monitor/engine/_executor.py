@@ -140,14 +140,23 @@ class LocalExecutor:
         self._devices: list[str] = []
         self._cancelled = False
         self._crashes: dict[str, int] = {}  # group id -> crashes with no trial running
+        self._starting: _Worker | None = None  # the first worker, launched and not yet heard from
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> list[str]:
-        """Start the workers (one per device found by the first); return the devices."""
+    def start(self, *, wait: bool = True) -> list[str]:
+        """Start the workers (one per device found by the first); return the devices.
+
+        With `wait=False` the first worker is only launched: it imports torch while the caller
+        resolves sources and decodes data, and `run` waits for it (the devices are then []).
+        """
         if self._workers:
             return self._devices
-        first = self._spawn(self._device_setting, announce=True)
+        if self._starting is None:
+            self._starting = self._spawn(self._device_setting, announce=True)
+        if not wait:
+            return []
+        first, self._starting = self._starting, None
         message = self._recv(first, timeout=_START_TIMEOUT)
         if message is None or message[0] != "hello":
             self._kill(first)
@@ -163,6 +172,10 @@ class LocalExecutor:
 
     def close(self, timeout: float = 10.0) -> None:
         """Ask the workers to stop; kill those that do not within `timeout`."""
+        if self._starting is not None:  # launched but never needed: no reason to wait for it
+            self._kill(self._starting)
+            self._starting.conn.close()
+            self._starting = None
         for worker in self._workers:
             with contextlib.suppress(OSError, BrokenPipeError):
                 worker.conn.send(("stop",))
