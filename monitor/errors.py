@@ -11,13 +11,15 @@ Messages never contain secret values.
     ├── ModelError               a model cannot be built or its weights do not fit
     ├── DataError                a decoded-data cache file is unusable
     ├── StoreError               the database cannot be reached or migrated
-    └── CellError                one fine-tune could not run (becomes a `failed` cell, never raised
-                                 past the executor)
+    ├── CellError                one fine-tune could not run (becomes a `failed` cell, never raised
+    │                            past the executor)
+    └── Cancelled                the run was stopped on purpose (shutdown); it is resumed later
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "Cancelled",
     "CellError",
     "ConfigError",
     "DataError",
@@ -80,3 +82,7 @@ class StoreError(MonitorError):
 
 class CellError(MonitorError):
     """One fine-tune could not run. The executor turns it into a `failed` cell with this message."""
+
+
+class Cancelled(MonitorError):
+    """A run was stopped on purpose (the daemon is shutting down). It stays resumable."""

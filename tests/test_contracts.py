@@ -105,3 +105,72 @@ def test_ci_runs_the_readme_test_command():
         text=True,
     )
     assert extracted.stdout.strip() == command
+
+
+def test_http_routes(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from monitor.api import create_app
+    from monitor.store import Store
+    from tests.test_api_metrics import Stand, settings_for
+
+    store = Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        app = create_app(
+            controller=Stand(), store=store, settings=settings_for(tmp_path), registry=CollectorRegistry()
+        )
+        routes = {(method, route.path) for route in app.routes for method in getattr(route, "methods", ())}
+    finally:
+        store.close()
+    expected = {
+        ("GET", "/metrics"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/"),
+        ("GET", "/api/v1/models"),
+        ("GET", "/api/v1/runs"),
+        ("GET", "/api/v1/runs/{run_id}"),
+        ("POST", "/api/v1/runs"),
+        ("GET", "/api/v1/alerts"),
+        ("GET", "/openapi.json"),
+    }
+    assert expected <= routes, expected - routes
+
+
+def test_metric_names(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from monitor.metrics import DaemonMetrics, StoreCollector
+    from monitor.store import Store
+    from tests.test_api_metrics import settings_for
+
+    store = Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        registry = CollectorRegistry()
+        registry.register(StoreCollector(store, settings_for(tmp_path)))
+        DaemonMetrics(registry)
+        names = {family.name for family in registry.collect()}
+    finally:
+        store.close()
+    contract = {
+        "persistence_score",
+        "persistence_score_stderr",
+        "persistence_score_spread",
+        "persistence_worst_cell_score",
+        "persistence_grid_coverage_ratio",
+        "persistence_cell_score",
+        "persistence_task_score",
+        "persistence_dataset_score",
+        "persistence_strategy_score",
+        "persistence_model_info",
+        "persistence_snapshot_info",
+        "persistence_snapshot_timestamp_seconds",
+        "persistence_snapshot_errors",
+        "persistence_runs",
+        "persistence_run_duration_seconds",
+        "persistence_last_run_timestamp_seconds",
+        "persistence_last_success_timestamp_seconds",
+        "persistence_cells",
+        "persistence_monitor_build_info",
+    }  # (counter families are named without their _total suffix)
+    assert contract <= names, contract - names

@@ -42,7 +42,8 @@ def test_the_daemon_side_of_the_package_does_not_import_torch():
     """What the daemon process imports must not pull in torch (workers do, in their own process)."""
     code = (
         "import sys\n"
-        "import monitor.cli, monitor.pipeline, monitor.engine, monitor.store, monitor.sources, monitor.data\n"
+        "import monitor.cli, monitor.cli._serve, monitor.pipeline, monitor.engine, monitor.store\n"
+        "import monitor.sources, monitor.data, monitor.daemon, monitor.api, monitor.metrics, monitor.demo\n"
         "assert 'torch' not in sys.modules, [m for m in sys.modules if m.startswith('torch')][:3]\n"
     )
     result = subprocess.run(

@@ -11,13 +11,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, inspect, select, text
+from sqlalchemy import Engine, create_engine, insert, inspect, select, text, update
 from sqlalchemy.orm import Session
 
 from monitor.errors import StoreError
 from monitor.store import (
+    RUN_TRIGGERS,
     UNDECODABLE_IMAGE,
     Base,
     SnapshotRecord,
@@ -25,8 +27,8 @@ from monitor.store import (
     new_run_id,
 )
 from monitor.store._engine import connect_engine, parse_url
-from monitor.store._migrate import head_revision
-from monitor.store._schema import ModelVersionRow, RunModelRow
+from monitor.store._migrate import alembic_config, head_revision
+from monitor.store._schema import ModelVersionRow, RunModelRow, RunRow, utcnow
 from monitor.types import CellResult, ModelScore, ModelVersion, TrialResult
 
 T0 = datetime(2026, 11, 1, 6, tzinfo=UTC)
@@ -134,6 +136,57 @@ def test_open_migrates_a_fresh_database_to_head(url: str) -> None:
             assert MigrationContext.configure(connection).get_current_revision() == head_revision()
             tables = set(inspect(connection).get_table_names())
         assert {"runs", "run_models", "run_cells", "trials", "snapshots", "model_versions"} <= tables
+        assert head_revision() == "0002"
+        with engine.connect() as connection:
+            columns = {c["name"]: c for c in inspect(connection).get_columns("runs")}
+        assert {"owner", "heartbeat_at"} <= set(columns)
+        assert columns["owner"]["nullable"] and columns["heartbeat_at"]["nullable"]
+    finally:
+        engine.dispose()
+
+
+def test_runs_written_at_revision_0001_survive_the_upgrade_and_the_downgrade(url: str) -> None:
+    run_id = new_run_id()
+    # The store's own engine: on SQLite it creates the folder and turns foreign keys on.
+    engine = connect_engine(parse_url(url))
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "0001")
+            connection.execute(
+                insert(RunRow).values(
+                    id=run_id,
+                    trigger="schedule",
+                    status="completed",
+                    started_at=T0,
+                    finished_at=T0 + timedelta(minutes=2),
+                    seconds=120.0,
+                    config_digest="c",
+                    plan={},
+                )
+            )
+        with Store.open(url) as store:
+            record = store.get_run(run_id)
+            assert record is not None
+            assert (record.status, record.seconds, record.owner, record.heartbeat_at) == (
+                "completed",
+                120.0,
+                None,
+                None,
+            )
+            begun = new_run_id_begun(store, owner="h:1")
+            store.finish_run(
+                begun, status="completed", seconds=2.0, scores=[model_score("r18", 0.8)], cells=[]
+            )
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0001")
+            assert MigrationContext.configure(connection).get_current_revision() == "0001"
+            assert {"owner", "heartbeat_at"}.isdisjoint(
+                c["name"] for c in inspect(connection).get_columns("runs")
+            )
+            # Dropping the columns must not cascade into the rows that reference the runs.
+            models = connection.execute(select(RunModelRow.model).where(RunModelRow.run_id == begun))
+            assert [m for (m,) in models] == ["r18"]
+            assert connection.execute(text("SELECT count(*) FROM runs")).scalar() == 2
     finally:
         engine.dispose()
 
@@ -345,6 +398,144 @@ def test_begin_run_refuses_bad_ids_triggers_plans_and_naive_times(store: Store) 
     with pytest.raises(ValueError, match="exists already"):
         store.begin_run(run_id, trigger="cli", config_digest="c", plan={})
     assert store.list_runs() != [] and len(store.list_runs()) == 1
+
+
+def new_run_id_begun(store: Store, **fields: object) -> str:
+    run_id = new_run_id()
+    values: dict[str, object] = {"trigger": "schedule", "config_digest": "c", "plan": {}}
+    values.update(fields)
+    store.begin_run(run_id, **values)  # type: ignore[arg-type]
+    return run_id
+
+
+def test_the_triggers_include_startup(store: Store) -> None:
+    assert set(RUN_TRIGGERS) == {"cli", "schedule", "poll", "api", "resume", "demo", "startup"}
+    run_id = new_run_id_begun(store, trigger="startup")
+    assert store.get_run(run_id).trigger == "startup"  # type: ignore[union-attr]
+
+
+def test_begin_run_records_the_owner_and_a_first_heartbeat(store: Store) -> None:
+    before = utcnow()
+    owned = new_run_id_begun(store, owner="daemon-host:4242", started_at=T0)
+    anonymous = new_run_id_begun(store, started_at=T0 + timedelta(hours=1))
+    after = utcnow()
+
+    record = store.get_run(owned)
+    assert record is not None and record.owner == "daemon-host:4242"
+    assert record.heartbeat_at is not None and record.heartbeat_at.tzinfo is UTC
+    assert before <= record.heartbeat_at <= after  # now, not started_at
+    assert [(r.id, r.owner, r.heartbeat_at) for r in store.unfinished_runs()] == [
+        (owned, "daemon-host:4242", record.heartbeat_at),
+        (anonymous, None, store.get_run(anonymous).heartbeat_at),  # type: ignore[union-attr]
+    ]
+    with pytest.raises(ValueError, match="owner"):
+        new_run_id_begun(store, owner="h" * 256)
+    with pytest.raises(ValueError, match="owner"):
+        new_run_id_begun(store, owner="")
+
+
+def test_resume_replaces_plan_digest_and_owner_of_a_running_run(store: Store) -> None:
+    run_id = new_run_id_begun(
+        store, trigger="poll", config_digest="c1", plan={"cells": [1]}, owner="old-host:1", started_at=T0
+    )
+    with store._writing("test") as session:  # as if the old owner died long ago
+        session.execute(update(RunRow).where(RunRow.id == run_id).values(heartbeat_at=T0))
+    before = utcnow()
+
+    store.begin_run(
+        run_id,
+        trigger="resume",
+        config_digest="c2",
+        plan={"cells": [2]},
+        owner="new-host:2",
+        started_at=T0 + timedelta(hours=5),
+        resume=True,
+    )
+
+    record = store.get_run(run_id)
+    assert record is not None
+    assert (record.status, record.trigger, record.started_at) == ("running", "poll", T0)
+    assert (record.plan, record.config_digest, record.owner) == ({"cells": [2]}, "c2", "new-host:2")
+    assert record.heartbeat_at is not None and record.heartbeat_at >= before
+    assert [r.id for r in store.unfinished_runs()] == [run_id]
+
+
+def test_resume_needs_a_run_that_is_still_running(store: Store) -> None:
+    unknown = new_run_id()
+    with pytest.raises(ValueError, match=f"no run {unknown} to resume"):
+        store.begin_run(unknown, trigger="resume", config_digest="c", plan={}, resume=True)
+    assert store.get_run(unknown) is None  # resuming never creates a run
+    done = new_run_id_begun(store)
+    store.finish_run(done, status="completed", seconds=1.0, scores=[], cells=[])
+    with pytest.raises(ValueError, match="already completed: only a running"):
+        store.begin_run(done, trigger="resume", config_digest="c", plan={"x": 1}, owner="h:1", resume=True)
+    record = store.get_run(done)
+    assert record is not None and (record.plan, record.owner) == ({}, None)
+    with pytest.raises(ValueError, match="exists already"):  # without resume, as before
+        store.begin_run(done, trigger="cli", config_digest="c", plan={})
+
+
+def test_touch_run_moves_the_heartbeat_forward(store: Store) -> None:
+    run_id = new_run_id_begun(store, owner="h:1", plan={"cells": [1]})
+    with store._writing("test") as session:
+        session.execute(update(RunRow).where(RunRow.id == run_id).values(heartbeat_at=T0))
+    before = utcnow()
+
+    store.touch_run(run_id)
+
+    record = store.get_run(run_id)
+    assert record is not None and record.heartbeat_at is not None
+    assert record.heartbeat_at >= before > T0
+    assert (record.status, record.plan, record.owner) == ("running", {"cells": [1]}, "h:1")
+    previous = record.heartbeat_at
+    store.touch_run(run_id)
+    assert store.get_run(run_id).heartbeat_at >= previous  # type: ignore[union-attr, operator]
+    unknown = new_run_id()
+    store.touch_run(unknown)  # not begun yet (still planning): nothing to touch, nothing created
+    assert store.get_run(unknown) is None
+
+
+def finished(store: Store, status: str, seconds: float, *, minutes: int) -> str:
+    run_id = new_run_id_begun(store, started_at=T0)
+    store.finish_run(
+        run_id,
+        status=status,
+        seconds=seconds,
+        scores=[],
+        cells=[],
+        finished_at=T0 + timedelta(minutes=minutes),
+    )
+    return run_id
+
+
+def test_run_duration_buckets(store: Store) -> None:
+    assert store.run_duration_buckets([1.0, 10.0]) == ([0, 0], 0, 0.0)
+    finished(store, "completed", 1.0, minutes=1)
+    finished(store, "partial", 5.0, minutes=2)
+    finished(store, "failed", 30.0, minutes=3)
+    finished(store, "completed", 120.0, minutes=4)
+    new_run_id_begun(store)  # running: no seconds yet, not counted
+
+    assert store.run_duration_buckets([1.0, 10.0, 60.0, math.inf]) == ([1, 2, 3, 4], 4, 156.0)
+    assert store.run_duration_buckets([60.0, 0.5, 1.0]) == ([3, 0, 1], 4, 156.0)  # in bounds order
+    assert store.run_duration_buckets([]) == ([], 4, 156.0)
+    with pytest.raises(ValueError, match="bounds"):
+        store.run_duration_buckets([1.0, math.nan])
+
+
+def test_last_run_and_last_success_times(store: Store) -> None:
+    assert (store.last_run_time(), store.last_success_time()) == (None, None)
+    finished(store, "failed", 1.0, minutes=30)
+    assert (store.last_run_time(), store.last_success_time()) == (T0 + timedelta(minutes=30), None)
+    finished(store, "completed", 1.0, minutes=10)
+    finished(store, "partial", 1.0, minutes=20)
+    finished(store, "failed", 1.0, minutes=40)
+    new_run_id_begun(store)  # running: not finished
+
+    last_run, last_success = store.last_run_time(), store.last_success_time()
+    assert (last_run, last_success) == (T0 + timedelta(minutes=40), T0 + timedelta(minutes=20))
+    assert last_run is not None and last_run.tzinfo is UTC
+    assert last_success is not None and last_success.tzinfo is UTC
 
 
 def test_unfinished_runs_are_the_running_ones_oldest_first(store: Store) -> None:

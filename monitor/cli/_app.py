@@ -20,7 +20,7 @@ from rich.console import Console
 
 from .. import __version__
 from ..errors import ConfigError, MonitorError
-from ..settings import Settings, find_config, load_settings
+from ..settings import DEFAULT_CONFIG_NAME, Settings, find_config, load_settings, parse_duration
 
 __all__ = ["build_parser", "main"]
 
@@ -59,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
                 help=f"use the demo workspace (built on first use in ./{DEFAULT_DEMO_DIR}, or $PM_DEMO_DIR)",
             )
 
+    serve = commands.add_parser("serve", help="run the daemon: schedule, poll, serve metrics and the API")
+    config_options(serve, demo=True)
+    serve.add_argument(
+        "--feed-every",
+        metavar="DURATION",
+        default="3m",
+        help="with --demo: publish a new, more drifted snapshot this often (default 3m)",
+    )
+
     run_once = commands.add_parser("run-once", help="evaluate the grid once, store and print the results")
     config_options(run_once, demo=True)
     run_once.add_argument(
@@ -88,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run-once":
             return _run_once(args, out, err)
+        if args.command == "serve":
+            return _serve(args, err)
         if args.command == "demo":
             from ..demo import build_demo
 
@@ -134,6 +145,39 @@ def _settings(args: argparse.Namespace, err: Console) -> Settings:
     else:
         path = find_config(args.config)
     return load_settings(path)
+
+
+def _serve(args: argparse.Namespace, err: Console) -> int:
+    from ._serve import serve
+
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    if args.demo:
+        root = Path(os.environ.get("PM_DEMO_DIR") or DEFAULT_DEMO_DIR)
+        _build_demo_elsewhere(root)
+        settings = load_settings(root / DEFAULT_CONFIG_NAME)
+        from ..demo import DemoFeed
+
+        try:
+            every = float(parse_duration(args.feed_every))  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ConfigError([("--feed-every", str(exc))]) from None
+        err.print(
+            f"demo: serving {root} on http://{settings.server.host}:{settings.server.port}/ "
+            f"(metrics at /metrics); a new, more drifted snapshot every {args.feed_every}"
+        )
+        return serve(settings, feed=DemoFeed(root.resolve()), feed_every=every)
+    return serve(load_settings(find_config(args.config)))
+
+
+def _build_demo_elsewhere(root: Path) -> None:
+    """Build the demo workspace in a child process: pre-training imports torch, the daemon must not."""
+    import subprocess
+
+    if (root / DEFAULT_CONFIG_NAME).exists() and (root / ".persistence-monitor-demo").exists():
+        return
+    result = subprocess.run([sys.executable, "-m", "monitor", "demo", str(root)], check=False)
+    if result.returncode != 0:
+        raise MonitorError(f"building the demo workspace in {root} failed (exit code {result.returncode})")
 
 
 def _run_once(args: argparse.Namespace, out: Console, err: Console) -> int:

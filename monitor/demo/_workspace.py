@@ -12,6 +12,7 @@ Everything is generated from data bundled with scikit-learn; nothing is download
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ from ..settings import DEFAULT_CONFIG_NAME
 from ._digits import SEEN, DigitPools, load_pools, write_snapshot
 from ._model_source import FACTORY, MODULE_NAME, SOURCE
 
-__all__ = ["DEMO_DATASETS", "DEMO_TASKS", "DemoDataset", "build_demo", "publish_snapshot"]
+__all__ = ["DEMO_DATASETS", "DEMO_TASKS", "DemoDataset", "DemoFeed", "build_demo", "publish_snapshot"]
 
 DEMO_VERSION = 1
 _MARKER = ".persistence-monitor-demo"
@@ -187,3 +188,33 @@ def _write_workspace(root: Path, console: Console, pretrain_epochs: int) -> None
         CONFIG.format(config=config.name, module=MODULE_NAME, factory=FACTORY), encoding="utf-8"
     )
     (root / _MARKER).write_text(json.dumps({"version": DEMO_VERSION}), encoding="utf-8")
+
+
+class DemoFeed:
+    """The demo's data feed: each call publishes a new, more drifted snapshot of every dataset.
+
+    Drift climbs 0.35 a step from where the workspace starts (0.3); after 2.05 the "scanners are
+    repaired" and the next snapshot is clean again, so a watcher sees P(M) fall, alerts fire,
+    and then recover and resolve. The cycle repeats.
+    """
+
+    CYCLE = (0.65, 1.0, 1.35, 1.7, 2.05, 0.0)
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.step = 0
+        self._pools: DigitPools | None = None
+
+    def drift(self) -> float:
+        return self.CYCLE[(self.step - 1) % len(self.CYCLE)]
+
+    def __call__(self) -> None:
+        import datetime as _dt
+
+        self._pools = self._pools or load_pools()
+        self.step += 1
+        drift = self.drift()
+        snapshot_id = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H%M%S")
+        for dataset in DEMO_DATASETS:
+            publish_snapshot(self.root, dataset, snapshot_id, drift, self._pools)
+        logging.getLogger(__name__).info("demo feed: published snapshot %s (drift %.2f)", snapshot_id, drift)

@@ -12,7 +12,9 @@ parent talks to each worker over a pipe:
 
 Guarantee: every trial of every group handed to `run` gets exactly one result, `failed` with a
 reason when its worker crashed, hung past `cell_timeout`, or the group could not run. A crashed or
-hung worker is replaced, and the group's remaining trials go on in the new one.
+hung worker is replaced, and the group's remaining trials go on in the new one. The exception is
+`cancel()` (shutdown): workers stop between trials, `run` raises `Cancelled`, and the trials that
+did not finish get no result at all (the run is resumed later; their keys are simply not stored).
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import importlib
 import logging
 import multiprocessing
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
-from ..errors import MonitorError
+from ..errors import Cancelled, MonitorError
 from ..types import TrialResult
 from ._plan import TrialSpec, WorkGroup
 
@@ -102,11 +105,25 @@ class InlineExecutor:
         pass
 
 
-def _worker_main(conn: Connection, device: str, announce: bool, options: EngineOptions) -> None:
+def _worker_main(conn: Connection, device: str, announce: bool, options: EngineOptions, stop: Any) -> None:
     """Entry point of a worker process (a trampoline: torch is imported only here, in the child)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _die_with_parent()
     training: Any = importlib.import_module(_TRAINING)
-    training.serve(conn, device, announce, options)
+    training.serve(conn, device, announce, options, stop.is_set)
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this worker when its parent dies (even by SIGKILL)."""
+    if sys.platform != "linux":
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 @dataclasses.dataclass
@@ -141,6 +158,7 @@ class LocalExecutor:
         self._cancelled = False
         self._crashes: dict[str, int] = {}  # group id -> crashes with no trial running
         self._starting: _Worker | None = None  # the first worker, launched and not yet heard from
+        self._stop = self._context.Event()  # seen by every worker: stop between trials
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -188,8 +206,20 @@ class LocalExecutor:
         self._workers.clear()
 
     def cancel(self) -> None:
-        """Stop handing out groups; trials not started get `failed` results when `run` returns."""
+        """Stop handing out groups and ask workers to stop after their current trial (thread-safe).
+
+        The `run` in progress then raises `Cancelled` once no worker is busy any more.
+        """
         self._cancelled = True
+        self._stop.set()
+
+    def abandon(self) -> None:
+        """Kill the workers now (after `cancel`, when the grace period is over); thread-safe."""
+        self._cancelled = True
+        self._stop.set()
+        for worker in list(self._workers):
+            if worker.process.is_alive():
+                worker.process.kill()
 
     def __enter__(self) -> LocalExecutor:
         self.start()
@@ -202,20 +232,14 @@ class LocalExecutor:
 
     def run(self, groups: Sequence[WorkGroup], on_result: ResultCallback) -> None:
         self.start()
-        self._cancelled = False
         self._crashes.clear()
         queue: deque[WorkGroup] = deque(groups)
         while queue or any(w.group is not None for w in self._workers):
-            for worker in self._workers:
-                if worker.group is None and queue and not self._cancelled:
-                    self._assign(worker, queue.popleft())
             if self._cancelled:
-                while queue:
-                    for trial in queue.popleft().trials:
-                        on_result(
-                            trial,
-                            _failed(trial, "cancelled before it started (the monitor is shutting down)"),
-                        )
+                queue.clear()  # never started: no results, the resumed run will do them
+            for worker in self._workers:
+                if worker.group is None and queue:
+                    self._assign(worker, queue.popleft())
             busy = [w for w in self._workers if w.group is not None]
             if not busy:
                 continue
@@ -228,6 +252,8 @@ class LocalExecutor:
                     self._drain(worker, on_result, queue)
                 elif time.monotonic() > worker.deadline:
                     self._on_hang(worker, on_result, queue)
+        if self._cancelled:
+            raise Cancelled("the run was cancelled (shutdown); finished fine-tunes are stored")
 
     def _assign(self, worker: _Worker, group: WorkGroup) -> None:
         # A worker can die while idle (the OOM killer, a crash after its last group): that is no
@@ -284,8 +310,11 @@ class LocalExecutor:
                     on_result(trial, _failed(trial, message[1]))
                 worker.remaining.clear()
             elif kind == "done":
-                for trial in worker.remaining.values():  # defensive: the worker forgot some
-                    on_result(trial, _failed(trial, "the worker finished the group without a result for it"))
+                if not self._cancelled:  # (a cancelled worker stops early on purpose)
+                    for trial in worker.remaining.values():  # defensive: the worker forgot some
+                        on_result(
+                            trial, _failed(trial, "the worker finished the group without a result for it")
+                        )
                 worker.group = None
                 worker.remaining.clear()
                 worker.deadline = float("inf")
@@ -309,6 +338,11 @@ class LocalExecutor:
     ) -> None:
         group = worker.group
         assert group is not None
+        if self._cancelled:  # killed on purpose at shutdown: nothing failed, nothing to redo now
+            self._kill(worker)
+            worker.group, worker.remaining, worker.running = None, {}, set()
+            worker.deadline = float("inf")
+            return
         log.warning("work group %s: %s", group.id, reason)
         self._kill(worker)
         running = [worker.remaining.pop(k) for k in list(worker.running) if k in worker.remaining]
@@ -331,7 +365,7 @@ class LocalExecutor:
         parent, child = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=_worker_main,
-            args=(child, device, announce, self._options),
+            args=(child, device, announce, self._options, self._stop),
             name=f"pm-worker-{device}",
             daemon=True,
         )

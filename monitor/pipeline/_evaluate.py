@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine import Executor, PlannedCell, TrialSpec, config_digest, plan_grid, work_groups
+from ..errors import Cancelled
 from ..scoring import score_model
 from ..settings import Settings
 from ..store import Store
@@ -75,12 +76,17 @@ def run_evaluation(
     trigger: str = "cli",
     observer: Observer | None = None,
     run_id: str | None = None,
+    resume: bool = False,
+    owner: str | None = None,
     in_transaction: Callable[[Any], None] | None = None,
 ) -> RunReport:
     """Evaluate the whole grid once; only trials whose key is not stored are computed.
 
+    `resume` continues the interrupted run `run_id` (still `running` in the store): its finished
+    fine-tunes are found by key, the rest is computed. `owner` ("host:pid") says who runs it.
     `in_transaction` runs inside the transaction that stores the run (alert states and the
-    notification outbox are written there, atomically with the result).
+    notification outbox are written there, atomically with the result). A `Cancelled` run (the
+    daemon shutting down) is left `running`, to be resumed; any other failure is recorded.
     """
     started = time.monotonic()
     watcher = _Collecting(observer or LoggingObserver())
@@ -93,7 +99,12 @@ def run_evaluation(
     stored = store.find_trials(keys)
     watcher.planned(len(keys), sum(1 for k in keys if k in stored))
     store.begin_run(
-        run_id, trigger=trigger, config_digest=_config_digest(settings), plan=_plan_document(cells)
+        run_id,
+        trigger=trigger,
+        config_digest=_config_digest(settings),
+        plan=_plan_document(cells),
+        owner=owner,
+        resume=resume,
     )
     fresh: dict[str, TrialResult] = {}
     try:
@@ -108,8 +119,10 @@ def run_evaluation(
             cells=[c for r in reports for c in r.cells],
             extra=in_transaction,
         )
+    except Cancelled:
+        raise  # left "running" on purpose: the next start resumes it
     except BaseException as exc:
-        # Never leave a run "running": record why it stopped (finished trials stay stored).
+        # Never leave a run "running" by accident: record why it stopped (finished trials stay).
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         try:
             store.finish_run(
@@ -156,6 +169,7 @@ def _execute(
                 snapshot=_snapshot_id(resolution, ref.task, ref.dataset),
                 strategy=ref.strategy,
             )
+        store.touch_run(run_id)  # a heartbeat: this run is alive, not interrupted
         watcher.trial_done(trial, result)
 
     todo = {k for k in keys if k not in stored}

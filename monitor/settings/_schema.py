@@ -100,6 +100,9 @@ class ExecutorSettings(_Strict):
     # torch.compile the training forward (compiled once per architecture and input shape); pays
     # off for long grids on GPUs, costs a compile per model version.
     compile: bool = False
+    # On SIGTERM the running fine-tune may finish within this time; then it is abandoned (and
+    # redone when the interrupted run resumes at the next start).
+    shutdown_grace: Seconds = 30.0
 
 
 class Normalize(_Strict):

@@ -222,6 +222,8 @@ def run_record(
         plan=row.plan,
         models=models or [],
         cells=cells or [],
+        owner=row.owner,
+        heartbeat_at=row.heartbeat_at,
     )
 
 

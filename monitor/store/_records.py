@@ -18,8 +18,8 @@ __all__ = [
     "SnapshotStatus",
 ]
 
-RunTrigger = Literal["cli", "schedule", "poll", "api", "resume", "demo"]
-RUN_TRIGGERS: tuple[RunTrigger, ...] = ("cli", "schedule", "poll", "api", "resume", "demo")
+RunTrigger = Literal["cli", "schedule", "poll", "api", "resume", "demo", "startup"]
+RUN_TRIGGERS: tuple[RunTrigger, ...] = ("cli", "schedule", "poll", "api", "resume", "demo", "startup")
 RunState = Literal["running", "completed", "partial", "failed"]  # "running" until finish_run
 SnapshotStatus = Literal["ok", "rejected"]
 
@@ -39,6 +39,8 @@ class RunRecord:
     plan: dict[str, Any]
     models: list[ModelScore] = field(default_factory=list)
     cells: list[CellResult] = field(default_factory=list)
+    owner: str | None = None  # "hostname:pid" of the process running it (None before revision 0002)
+    heartbeat_at: datetime | None = None  # that process's last sign of life
 
     @property
     def finished(self) -> bool:

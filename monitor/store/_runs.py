@@ -2,20 +2,23 @@
 
 A run is `running` from `begin_run` until `finish_run` writes its outcome, its model scores and
 its cells in one transaction; a run still `running` after a crash is found by `unfinished_runs`
-and resumed from its plan. "Latest" always means the latest *finished* run (completed or
-partial) by start time: a failed run says nothing about a model's persistence.
+and resumed from its plan (`begin_run(..., resume=True)`). While it runs, its owner ("hostname:pid")
+calls `touch_run` now and then: a `heartbeat_at` long past says the owner is gone. "Latest" always
+means the latest *finished* run (completed or partial) by start time: a failed run says nothing
+about a model's persistence.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import ColumnElement, and_, case, func, select, update
 from sqlalchemy.orm import Session
 
 from ..types import CELL_STATUSES, RUN_STATUSES, CellResult, ModelScore
@@ -28,6 +31,7 @@ from ._trials import chunks
 __all__ = ["RunLog", "new_run_id"]
 
 _FINISHED = ("completed", "partial")
+_OWNER_LENGTH = 255  # runs.owner is String(255)
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -54,32 +58,76 @@ class RunLog(Sessions):
         trigger: str,
         config_digest: str,
         plan: dict[str, Any],
+        owner: str | None = None,
         started_at: datetime | None = None,
+        resume: bool = False,
     ) -> None:
-        """Record a run as `running`, with the plan that lets it be resumed after a crash."""
+        """Record a run as `running`, with the plan that lets it be resumed after a crash.
+
+        `owner` is the "hostname:pid" of the process running it; `heartbeat_at` starts now. With
+        `resume=True` the run must exist and still be `running` (an unfinished run taken over): its
+        plan, config_digest and owner are replaced and its heartbeat set to now, while its trigger
+        and started_at stay. Without it, an id that exists already is a ValueError.
+        """
         if not _RUN_ID.fullmatch(run_id):
             raise ValueError(f"run id must be 32 lowercase hex digits (see new_run_id()), got {run_id!r}")
         if trigger not in RUN_TRIGGERS:
             raise ValueError(f"run trigger must be one of {', '.join(RUN_TRIGGERS)}, got {trigger!r}")
+        if owner is not None and not 0 < len(owner) <= _OWNER_LENGTH:
+            raise ValueError(
+                f"the owner of run {run_id} must be 1 to {_OWNER_LENGTH} characters "
+                f"(hostname:pid), got {len(owner)}"
+            )
         try:
             json.dumps(plan, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"the plan of run {run_id} must be plain JSON: {exc}") from None
+        started = _aware(started_at, "started_at")
+        if resume:
+            with self._writing(f"resume run {run_id}") as session:
+                run = session.get(RunRow, run_id, with_for_update=True)
+                if run is None:
+                    raise ValueError(f"no run {run_id} to resume: only an unfinished run can be resumed")
+                if run.status != "running":
+                    raise ValueError(
+                        f"run {run_id} is already {run.status}: only a running (unfinished) run can be resumed"
+                    )
+                run.plan, run.config_digest, run.owner = plan, config_digest, owner
+                run.heartbeat_at = utcnow()
+            return
         row = RunRow(
             id=run_id,
             trigger=trigger,
             status="running",
-            started_at=_aware(started_at, "started_at"),
+            started_at=started,
             finished_at=None,
             seconds=None,
             config_digest=config_digest,
             error=None,
             plan=plan,
+            owner=owner,
+            heartbeat_at=utcnow(),
         )
         with self._writing(f"begin run {run_id}") as session:
             if session.get(RunRow, run_id) is not None:
                 raise ValueError(f"run {run_id} exists already: every run needs a new id")
             session.add(row)
+
+    def touch_run(self, run_id: str) -> None:
+        """Set the run's `heartbeat_at` to now (one UPDATE by primary key: cheap enough to call often).
+
+        An id not in the store is left alone rather than refused: a heartbeat may fire for a run
+        that is still being planned, before its `begin_run`. A finished run may be touched too (a
+        heartbeat racing `finish_run`): the time only says that its process was alive then.
+        """
+        statement = (
+            update(RunRow)
+            .where(RunRow.id == run_id)
+            .values(heartbeat_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        with self._writing(f"touch run {run_id}") as session:
+            session.execute(statement)
 
     def unfinished_runs(self) -> list[RunRecord]:
         """Runs still marked `running` (a crash or a kill left them so), oldest first."""
@@ -242,6 +290,43 @@ class RunLog(Sessions):
         with self._reading("count cells") as session:
             counts = {status: count for status, count in session.execute(query)}
         return {status: counts.get(status, 0) for status in CELL_STATUSES}
+
+    def run_duration_buckets(self, bounds: Sequence[float]) -> tuple[list[int], int, float]:
+        """A histogram of finished runs' seconds (completed, partial or failed), in one query.
+
+        Returns the cumulative count of runs with seconds <= each bound (in the order of `bounds`),
+        the count of all of them and the sum of their seconds: a Prometheus histogram's buckets,
+        `_count` and `_sum`. Raises ValueError for a NaN bound.
+        """
+        for bound in bounds:
+            if math.isnan(bound):
+                raise ValueError(f"histogram bounds must be numbers, got {list(bounds)!r}")
+        # Infinite bounds are counted here, not bound as parameters: not every driver takes them.
+        finite = [float(b) for b in bounds if math.isfinite(b)]
+        columns: list[ColumnElement[Any]] = [func.count(), func.coalesce(func.sum(RunRow.seconds), 0.0)]
+        columns += [
+            func.coalesce(func.sum(case((RunRow.seconds <= bound, 1), else_=0)), 0) for bound in finite
+        ]
+        query = select(*columns).where(RunRow.status.in_(RUN_STATUSES), RunRow.seconds.is_not(None))
+        with self._reading("read the run duration histogram") as session:
+            total, seconds, *counts = session.execute(query).one()
+        by_bound = dict(zip(finite, counts, strict=True))
+        cumulative = [
+            int(by_bound[b]) if math.isfinite(b) else (int(total) if b > 0 else 0) for b in map(float, bounds)
+        ]
+        return cumulative, int(total), float(seconds)
+
+    def last_run_time(self) -> datetime | None:
+        """When the last run finished, whatever its outcome (None if no run has finished)."""
+        query = select(func.max(RunRow.finished_at)).where(RunRow.status.in_(RUN_STATUSES))
+        with self._reading("read the time of the last run") as session:
+            return session.scalar(query)
+
+    def last_success_time(self) -> datetime | None:
+        """When the last completed or partial run finished (None if none has)."""
+        query = select(func.max(RunRow.finished_at)).where(RunRow.status.in_(_FINISHED))
+        with self._reading("read the time of the last successful run") as session:
+            return session.scalar(query)
 
 
 def _refuse_duplicates(names: list[Any], what: str) -> None:

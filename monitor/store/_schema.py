@@ -3,7 +3,8 @@
 Every change here needs a migration in `migrations/versions/` (tests compare the two with
 alembic's autogenerate and fail on any difference).
 
-    runs            one evaluation of the grid; `plan` lets an interrupted run be resumed
+    runs            one evaluation of the grid; `plan` lets an interrupted run be resumed, and
+                    `owner` + `heartbeat_at` tell whether the process running it is still alive
     run_models      P(M) and its companions per model of a run         (PK run_id, model)
     run_cells       the cells of a run, in plan order                   (unique run, cell)
     trials          the fine-tune cache by content key: ok/diverged only (failed ones are retried)
@@ -123,6 +124,8 @@ class RunRow(Base):
     config_digest: Mapped[str] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)
     plan: Mapped[dict[str, Any]]
+    owner: Mapped[str | None] = mapped_column(String(255))  # "hostname:pid" of the process running it
+    heartbeat_at: Mapped[datetime | None]  # that process's last sign of life
 
 
 class RunModelRow(Base):

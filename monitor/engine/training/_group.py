@@ -72,6 +72,7 @@ def run_group(
     *,
     cache: ModelCache | None = None,
     options: EngineOptions | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> None:
     """Run every trial of `group`, emitting ("started", keys) and ("result", TrialResult) messages.
 
@@ -125,6 +126,8 @@ def run_group(
 
         try:
             for stack in _stacks(others, runtime):
+                if should_stop is not None and should_stop():
+                    return  # shutting down: the rest of the group is left for the resumed run
                 feed = feed_for(stack[0])
                 if len(stack) > 1:
                     emit(("started", tuple(t.key for t in stack)))
@@ -134,6 +137,8 @@ def run_group(
                             emit(("result", result))
                         continue
                 for trial in stack:
+                    if should_stop is not None and should_stop():
+                        return
                     emit(("started", (trial.key,)))
                     emit(("result", _run_finetune(backbone, master, data, trial, metric, runtime, feed)))
         finally:

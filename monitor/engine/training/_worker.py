@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -16,7 +17,13 @@ __all__ = ["serve"]
 log = logging.getLogger(__name__)
 
 
-def serve(conn: Connection, device: str, announce: bool, options: EngineOptions | None = None) -> None:
+def serve(
+    conn: Connection,
+    device: str,
+    announce: bool,
+    options: EngineOptions | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> None:
     """Serve groups until ("stop",) or the parent goes away. See `monitor.engine._executor`."""
     # Ctrl-C is the parent's to handle: it decides whether the running cell finishes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -43,7 +50,7 @@ def serve(conn: Connection, device: str, announce: bool, options: EngineOptions 
             return
         group = message[1]
         try:
-            run_group(group, device, emit, cache=cache, options=options)
+            run_group(group, device, emit, cache=cache, options=options, should_stop=should_stop)
         except Exception as exc:
             text = str(exc) if _is_monitor_error(exc) else f"{type(exc).__name__}: {exc}"
             log.warning("work group %s cannot run: %s", group.id, text)

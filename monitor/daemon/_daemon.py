@@ -1,0 +1,272 @@
+"""The daemon: a scheduler and an evaluation queue around the pipeline (DESIGN.md §2).
+
+    scheduler thread   evaluate (cron, UTC) ─┐
+                       poll (interval) ──────┼─► EvaluationQueue ─► runner thread ─► run_evaluation
+    HTTP API           POST /api/v1/runs ────┘    (one at a time,       (workers do the training,
+                                                   waiting ones join)    in their own processes)
+
+Jobs only enqueue and return, so they never overlap an evaluation; `max_instances=1` and
+`coalesce` still guard them, and every scheduler event is counted. The daemon process never
+imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobEvent,
+)
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import CollectorRegistry
+
+from ..engine import LocalExecutor
+from ..errors import Cancelled, MonitorError
+from ..metrics import DaemonMetrics, ExtraGauges, StoreCollector
+from ..pipeline import LoggingObserver, RunReport, run_evaluation
+from ..settings import Settings
+from ..store import Store
+from ._fingerprint import inputs_fingerprint
+from ._owner import current_owner, is_interrupted
+from ._queue import EvaluationQueue
+
+__all__ = ["Daemon"]
+
+log = logging.getLogger(__name__)
+
+_EVENTS = {
+    EVENT_JOB_EXECUTED: "executed",
+    EVENT_JOB_ERROR: "error",
+    EVENT_JOB_MISSED: "missed",
+    EVENT_JOB_MAX_INSTANCES: "skipped",
+}
+# A full re-evaluation that is late (the host slept, the process was starved) is still worth
+# running within this window; several late ones coalesce into one.
+_EVALUATE_MISFIRE_GRACE = 3600
+_HEARTBEAT_SECONDS = 60
+
+
+class Daemon:
+    """Schedules evaluations, runs them one at a time, and reports its health."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        executor: LocalExecutor,
+        *,
+        registry: CollectorRegistry,
+        extra_metrics: list[ExtraGauges] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.executor = executor
+        self.owner = current_owner()
+        self.metrics = DaemonMetrics(registry)
+        registry.register(StoreCollector(store, settings, extra=extra_metrics or []))
+        self.queue = EvaluationQueue()
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1}
+        )
+        self.scheduler.add_listener(
+            self._on_job_event,
+            EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES,
+        )
+        self.started_at = datetime.now(UTC)
+        self.last_report: RunReport | None = None
+        self.last_error: str | None = None
+        self._seen: Hashable | None = None  # the inputs the latest evaluation started from
+        self._stop = threading.Event()
+        self._runner = threading.Thread(target=self._run_loop, name="pm-runner", daemon=True)
+        self._extra_jobs: list[tuple[Callable[[], None], BaseTrigger, str]] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def add_job(self, func: Callable[[], None], trigger: BaseTrigger, job_id: str) -> None:
+        """An extra scheduled job (the demo's data feed); added when the daemon starts."""
+        self._extra_jobs.append((func, trigger, job_id))
+
+    def start(self) -> None:
+        self.executor.start(wait=False)  # the worker imports torch while the first run resolves
+        if not self._resume_interrupted():
+            self.request("startup")  # a new daemon evaluates at once (cheap when nothing changed)
+        poll = self.settings.schedule.poll
+        self.scheduler.add_job(
+            self._evaluate_job,
+            CronTrigger.from_crontab(self.settings.schedule.evaluate, timezone=UTC),
+            id="evaluate",
+            misfire_grace_time=_EVALUATE_MISFIRE_GRACE,
+        )
+        # A late poll is fine, two in a row pointless: the grace is one interval.
+        self.scheduler.add_job(
+            self.poll,
+            IntervalTrigger(seconds=poll, timezone=UTC),
+            id="poll",
+            misfire_grace_time=max(1, int(poll)),
+        )
+        self.scheduler.add_job(
+            self._heartbeat, IntervalTrigger(seconds=_HEARTBEAT_SECONDS, timezone=UTC), id="heartbeat"
+        )
+        for func, trigger, job_id in self._extra_jobs:
+            self.scheduler.add_job(func, trigger, id=job_id)
+        self.scheduler.start()
+        self._runner.start()
+        log.info(
+            "daemon started as %s: evaluate %r (UTC), poll every %gs",
+            self.owner,
+            self.settings.schedule.evaluate,
+            poll,
+        )
+
+    def stop(self, grace: float) -> None:
+        """Stop scheduling, let the running fine-tune finish within `grace` seconds, then leave.
+
+        The interrupted run stays `running` in the store; the next start resumes it.
+        """
+        log.info("stopping: no new evaluations; waiting up to %.0fs for the running fine-tune", grace)
+        self._stop.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.executor.cancel()
+        self._runner.join(grace)
+        if self._runner.is_alive():
+            log.warning("grace period over: abandoning the running fine-tune (it is redone on resume)")
+            self.executor.abandon()
+            self._runner.join(30)
+        self.executor.close(timeout=5)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def request(self, trigger: str) -> tuple[str, bool]:
+        """Queue an evaluation; returns (run id, joined an already waiting request)."""
+        run_id, joined = self.queue.request(trigger)
+        self.metrics.evaluations_requested.labels(trigger).inc()
+        if not joined:
+            log.info("evaluation %s queued (%s)", run_id, trigger)
+        return run_id, joined
+
+    def poll(self) -> None:
+        """Queue an evaluation when a dataset has a newer complete snapshot or a model new weights."""
+        if any(not r.resume for r in self.queue.waiting):
+            self.metrics.polls.labels("queued").inc()  # the waiting evaluation will see it anyway
+            return
+        try:
+            current = inputs_fingerprint(self.settings)
+        except Exception:
+            self.metrics.polls.labels("error").inc()
+            raise
+        if current == self._seen:
+            self.metrics.polls.labels("unchanged").inc()
+            return
+        self.metrics.polls.labels("changed").inc()
+        self.request("poll")
+
+    def _evaluate_job(self) -> None:
+        self.request("schedule")
+
+    def _heartbeat(self) -> None:
+        running = self.queue.running
+        if running is not None:
+            self.store.touch_run(running.run_id)
+
+    def _resume_interrupted(self) -> bool:
+        resumed = False
+        for run in self.store.unfinished_runs():
+            if is_interrupted(run, me=self.owner):
+                log.warning("resuming run %s, interrupted at %s", run.id, run.heartbeat_at or run.started_at)
+                self.queue.resume(run.id)
+                self.metrics.evaluations_requested.labels("resume").inc()
+                resumed = True
+        return resumed
+
+    # -- the runner ---------------------------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        while not self._stop.is_set():
+            request = self.queue.take(timeout=0.5)
+            if request is None:
+                continue
+            if self._stop.is_set():
+                break
+            self.metrics.evaluation_in_progress.set(1)
+            try:
+                try:
+                    self._seen = inputs_fingerprint(self.settings)
+                except Exception:
+                    log.exception("cannot read the inputs before evaluating; evaluating anyway")
+                self.last_report = run_evaluation(
+                    self.settings,
+                    self.store,
+                    self.executor,
+                    trigger=request.trigger,
+                    observer=LoggingObserver(),
+                    run_id=request.run_id,
+                    resume=request.resume,
+                    owner=self.owner,
+                )
+                self.last_error = None
+                report = self.last_report
+                log.info(
+                    "run %s %s in %.1fs: %d fine-tunes run, %d from the store",
+                    report.run_id,
+                    report.status,
+                    report.seconds,
+                    report.trials_run,
+                    report.trials_cached,
+                )
+            except Cancelled:
+                log.info("run %s cancelled by shutdown; it resumes at the next start", request.run_id)
+                break
+            except MonitorError as exc:
+                self.last_error = str(exc)
+                log.error("run %s failed: %s", request.run_id, exc)
+            except Exception as exc:  # the daemon must outlive any single run
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("run %s failed unexpectedly", request.run_id)
+            finally:
+                self.metrics.evaluation_in_progress.set(0)
+                self.queue.done()
+
+    def _on_job_event(self, event: JobEvent) -> None:
+        self.metrics.scheduler_events.labels(event.job_id, _EVENTS.get(event.code, str(event.code))).inc()
+        if event.code == EVENT_JOB_ERROR:
+            log.error("scheduled job %s failed: %s", event.job_id, getattr(event, "exception", "?"))
+        elif event.code == EVENT_JOB_MISSED:
+            log.warning("scheduled job %s missed its time (beyond its misfire grace)", event.job_id)
+
+    # -- health -------------------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Liveness: the scheduler and the runner thread are alive."""
+        scheduler = bool(self.scheduler.running)
+        runner = self._runner.is_alive()
+        running = self.queue.running
+        return scheduler and runner, {
+            "status": "ok" if scheduler and runner else "unhealthy",
+            "scheduler": "running" if scheduler else "stopped",
+            "runner": "alive" if runner else "dead",
+            "evaluating": running.run_id if running else None,
+            "queued": [r.run_id for r in self.queue.waiting],
+            "uptime_seconds": round(time.time() - self.started_at.timestamp(), 1),
+            "last_error": self.last_error,
+        }
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness: the configuration is loaded and the store answers."""
+        try:
+            self.store.ping()
+        except MonitorError as exc:
+            return False, {"status": "not ready", "store": str(exc)}
+        return True, {"status": "ready", "store": "ok", "models": [m.name for m in self.settings.models]}

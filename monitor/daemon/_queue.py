@@ -1,0 +1,63 @@
+"""One evaluation at a time: requests queue up, and requests made while one waits join it."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass
+
+__all__ = ["EvaluationQueue", "Request"]
+
+
+@dataclass(frozen=True)
+class Request:
+    run_id: str
+    trigger: str
+    resume: bool = False
+
+
+class EvaluationQueue:
+    """Thread-safe; at most one request waits (coalescing), at most one runs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._waiting: list[Request] = []  # resumed runs first, then at most one fresh request
+        self._running: Request | None = None
+
+    def request(self, trigger: str) -> tuple[str, bool]:
+        """Queue an evaluation; returns (run id, joined) — joined when a waiting one absorbed it."""
+        with self._lock:
+            fresh = [r for r in self._waiting if not r.resume]
+            if fresh:
+                return fresh[0].run_id, True
+            request = Request(uuid.uuid4().hex, trigger)
+            self._waiting.append(request)
+            self._lock.notify_all()
+            return request.run_id, False
+
+    def resume(self, run_id: str) -> None:
+        with self._lock:
+            self._waiting.insert(0, Request(run_id, "resume", resume=True))
+            self._lock.notify_all()
+
+    def take(self, timeout: float) -> Request | None:
+        with self._lock:
+            if not self._waiting:
+                self._lock.wait(timeout)
+            if not self._waiting:
+                return None
+            self._running = self._waiting.pop(0)
+            return self._running
+
+    def done(self) -> None:
+        with self._lock:
+            self._running = None
+
+    @property
+    def running(self) -> Request | None:
+        return self._running
+
+    @property
+    def waiting(self) -> list[Request]:
+        with self._lock:
+            return list(self._waiting)

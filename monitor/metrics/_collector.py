@@ -1,0 +1,217 @@
+"""Prometheus state metrics, read from the store at scrape time (DESIGN.md §3.5).
+
+Nothing here is kept in process memory: every scrape asks the store, so the values survive
+restarts, never go stale in a long-lived process, and label sets disappear as soon as a model,
+task, dataset or strategy leaves the configuration (labels come only from config names: bounded
+cardinality). Counters (`*_total`) are counts over the stored history, so they only grow.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from .. import __version__
+from ..errors import MonitorError
+from ..settings import Settings
+from ..store import Store
+from ..types import CELL_STATUSES, RUN_STATUSES
+
+__all__ = ["RUN_DURATION_BUCKETS", "StoreCollector"]
+
+log = logging.getLogger(__name__)
+
+# A grid takes seconds (all cached) to hours (large models on a CPU).
+RUN_DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0)
+
+# Per-model gauges that other components own (the alert rules export the drop rule's baseline).
+ExtraGauges = Callable[[], Iterable[Metric]]
+
+
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+class StoreCollector(Collector):
+    """Yields every state metric of §3.5 from the store; `settings` bounds the label sets."""
+
+    def __init__(self, store: Store, settings: Settings, *, extra: Iterable[ExtraGauges] = ()) -> None:
+        self._store = store
+        self._settings = settings
+        self._extra = list(extra)
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # unchecked collector: the metrics depend on the store's content
+
+    def collect(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily(
+            "persistence_monitor_build_info", "persistence-monitor build", labels=["version"]
+        )
+        info.add_metric([__version__], 1.0)
+        yield info
+        up = GaugeMetricFamily("persistence_store_up", "1 when the result store answered this scrape")
+        try:
+            families = list(self._state())
+        except MonitorError as exc:
+            log.warning("metrics: the store did not answer: %s", exc)
+            up.add_metric([], 0.0)
+            yield up
+            return
+        up.add_metric([], 1.0)
+        yield up
+        yield from families
+        for provider in self._extra:
+            try:
+                yield from provider()
+            except MonitorError as exc:
+                log.warning("metrics: %s", exc)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _state(self) -> Iterable[Metric]:
+        settings, store = self._settings, self._store
+        models = {m.name for m in settings.models}
+        tasks = {t.name: {d.name for d in t.datasets} for t in settings.tasks}
+        strategies = {s.name for s in settings.strategies}
+
+        gauges = {
+            name: GaugeMetricFamily(f"persistence_{name}", text, labels=["model"])
+            for name, text in (
+                ("score", "P(M) of the latest run: the nested mean of the grid (DESIGN.md §1)"),
+                ("score_stderr", "standard error of P(M), from the seed replicates"),
+                ("score_spread", "standard deviation of the cell scores"),
+                ("worst_cell_score", "the lowest cell score of the latest run"),
+                ("grid_coverage_ratio", "scored cells / planned cells of the latest run"),
+            )
+        }
+        model_info = GaugeMetricFamily(
+            "persistence_model_info", "the model version in use", labels=["model", "version"]
+        )
+        task_score = GaugeMetricFamily(
+            "persistence_task_score", "P(M) restricted to one task", labels=["model", "task"]
+        )
+        dataset_score = GaugeMetricFamily(
+            "persistence_dataset_score",
+            "mean over strategies of one dataset",
+            labels=["model", "task", "dataset"],
+        )
+        strategy_score = GaugeMetricFamily(
+            "persistence_strategy_score", "P(M) restricted to one strategy", labels=["model", "strategy"]
+        )
+        cell_score = GaugeMetricFamily(
+            "persistence_cell_score",
+            "a cell's score: the metric after fine-tuning, mean over seeds",
+            labels=["model", "task", "dataset", "strategy"],
+        )
+        in_use: dict[tuple[str, str], str] = {}
+        for model, (_run, score) in store.latest_scores().items():
+            if model not in models:
+                continue
+            values = {
+                "score": score.persistence,
+                "score_stderr": score.stderr,
+                "score_spread": score.spread,
+                "worst_cell_score": score.worst_cell_score,
+                "grid_coverage_ratio": score.coverage,
+            }
+            for name, value in values.items():
+                if value is not None:
+                    gauges[name].add_metric([model], value)
+            model_info.add_metric([model, score.version], 1.0)
+            for task, value in score.task_scores.items():
+                if task in tasks:
+                    task_score.add_metric([model, task], value)
+            for task, per_dataset in score.dataset_scores.items():
+                for dataset, value in per_dataset.items():
+                    if dataset in tasks.get(task, ()):
+                        dataset_score.add_metric([model, task, dataset], value)
+            for strategy, value in score.strategy_scores.items():
+                if strategy in strategies:
+                    strategy_score.add_metric([model, strategy], value)
+            for cell in store.latest_cells(model):
+                if cell.dataset not in tasks.get(cell.task, ()) or cell.strategy not in strategies:
+                    continue
+                if cell.snapshot:
+                    in_use.setdefault((cell.task, cell.dataset), cell.snapshot)
+                if cell.score is not None:
+                    cell_score.add_metric([model, cell.task, cell.dataset, cell.strategy], cell.score)
+        yield from gauges.values()
+        yield from (model_info, task_score, dataset_score, strategy_score, cell_score)
+        yield from self._snapshots(tasks, in_use)
+        yield from self._runs()
+
+    def _snapshots(self, tasks: dict[str, set[str]], in_use: dict[tuple[str, str], str]) -> Iterable[Metric]:
+        store = self._store
+        snapshot_info = GaugeMetricFamily(
+            "persistence_snapshot_info", "1 for the snapshot in use", labels=["task", "dataset", "snapshot"]
+        )
+        snapshot_time = GaugeMetricFamily(
+            "persistence_snapshot_timestamp_seconds",
+            "when the snapshot in use became complete (unix time)",
+            labels=["task", "dataset"],
+        )
+        for task, datasets in tasks.items():
+            for dataset in sorted(datasets):
+                good = store.last_good_snapshot(task, dataset)
+                snapshot = in_use.get((task, dataset)) or (good.snapshot if good else None)
+                if snapshot is None:
+                    continue
+                snapshot_info.add_metric([task, dataset, snapshot], 1.0)
+                if good is not None and good.snapshot == snapshot and good.timestamp is not None:
+                    snapshot_time.add_metric([task, dataset], good.timestamp.timestamp())
+        errors = CounterMetricFamily(
+            "persistence_snapshot_errors",
+            "snapshots rejected, and images that could not be decoded, by reason",
+            labels=["task", "dataset", "reason"],
+        )
+        for (task, dataset, reason), count in sorted(store.snapshot_error_counts().items()):
+            if dataset in tasks.get(task, ()):
+                errors.add_metric([task, dataset, reason], float(count))
+        yield from (snapshot_info, snapshot_time, errors)
+
+    def _runs(self) -> Iterable[Metric]:
+        store = self._store
+        runs = CounterMetricFamily(
+            "persistence_runs", "finished evaluation runs by outcome", labels=["outcome"]
+        )
+        counts = store.run_counts()
+        for outcome in RUN_STATUSES:
+            runs.add_metric([outcome], float(counts.get(outcome, 0)))
+        cells = CounterMetricFamily(
+            "persistence_cells", "cells of finished runs by outcome", labels=["outcome"]
+        )
+        cell_counts = store.cell_counts()
+        for cell_outcome in CELL_STATUSES:
+            cells.add_metric([cell_outcome], float(cell_counts.get(cell_outcome, 0)))
+        cumulative, count, total = store.run_duration_buckets(RUN_DURATION_BUCKETS)
+        duration = HistogramMetricFamily("persistence_run_duration_seconds", "wall time of finished runs")
+        duration.add_metric(
+            [],
+            [
+                *((str(b), float(c)) for b, c in zip(RUN_DURATION_BUCKETS, cumulative, strict=True)),
+                ("+Inf", float(count)),
+            ],
+            total,
+        )
+        last_run = GaugeMetricFamily(
+            "persistence_last_run_timestamp_seconds", "when the last run finished (any outcome)"
+        )
+        last_success = GaugeMetricFamily(
+            "persistence_last_success_timestamp_seconds", "when the last run that produced scores finished"
+        )
+        for family, value in (
+            (last_run, _ts(store.last_run_time())),
+            (last_success, _ts(store.last_success_time())),
+        ):
+            if value is not None:
+                family.add_metric([], value)
+        yield from (runs, cells, duration, last_run, last_success)

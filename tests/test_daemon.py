@@ -1,0 +1,221 @@
+"""The daemon as users run it: a real process, real HTTP, a real Prometheus, real signals."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from monitor.store import Store
+from tests._services import DaemonProcess, PrometheusProcess, free_port, wait_until
+from tests._workspace import basic_config, write_config, write_snapshot, write_tiny_cnn
+
+TOKEN = "test-token-0123456789"
+
+SLOW = """
+import time
+from torch import nn
+
+class Slow(nn.Module):
+    '''Trains slowly on purpose (a pause per training step), so a test can kill it mid-grid.'''
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
+            nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+        )
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        if self.training:
+            time.sleep(0.25)
+        return self.fc(self.features(x))
+
+def build():
+    return Slow()
+"""
+
+
+def workspace(root: Path, *, architecture: str | None = None, strategies: list[dict] | None = None) -> Path:
+    write_tiny_cnn(root, name="daemon_cnn")
+    (root / "slow_cnn.py").write_text(SLOW)
+    for dataset, offset in (("a", 0), ("b", 40)):
+        write_snapshot(root / "data" / dataset / "2026-01-01T00", (5, 6, 7), per_class=15, offset=offset)
+    config = basic_config(
+        [{"name": "cnn", "architecture": architecture or "python:daemon_cnn:build"}],
+        {"digits": [("a", "data/a"), ("b", "data/b")]},
+        strategies=strategies
+        or [
+            {"name": "lin", "mode": "linear", "lr": 0.1, "epochs": 3, "batch_size": 16},
+            {
+                "name": "part",
+                "mode": "partial",
+                "trainable_blocks": 1,
+                "lr": 0.05,
+                "epochs": 1,
+                "batch_size": 16,
+            },
+        ],
+    )
+    config["server"] = {"host": "127.0.0.1", "port": free_port(), "api_token": TOKEN}
+    config["schedule"] = {"evaluate": "0 0 1 1 *", "poll": "1s"}
+    config["executor"] = {"shutdown_grace": "5s"}
+    return write_config(root / "persistence-monitor.yaml", config)
+
+
+def completed_runs(daemon: DaemonProcess) -> list[dict]:
+    return [r for r in daemon.runs() if r["status"] in ("completed", "partial")]
+
+
+@pytest.fixture()
+def daemon(tmp_path):
+    process = DaemonProcess(workspace(tmp_path)).start()
+    yield process
+    process.stop()
+
+
+def test_serve_api_metrics_and_a_real_prometheus(daemon, tmp_path):
+    (startup,) = wait_until(lambda: completed_runs(daemon), what="the start-up evaluation")
+    assert startup["trigger"] == "startup" and startup["status"] == "completed"
+
+    health = daemon.get("/healthz")
+    assert health.status_code == 200 and health.json()["scheduler"] == "running"
+    assert daemon.get("/readyz").json()["status"] == "ready"
+
+    (model,) = daemon.get("/api/v1/models").json()
+    assert model["model"] == "cnn" and model["run_id"] == startup["run_id"] and model["coverage"] == 1.0
+    run = daemon.get(f"/api/v1/runs/{startup['run_id']}").json()
+    assert len(run["models"][0]["cells"]) == 2 * 2 and {c["status"] for c in run["models"][0]["cells"]} == {
+        "ok"
+    }
+    assert daemon.get("/api/v1/runs/" + "0" * 32).status_code == 404
+    assert daemon.get("/api/v1/alerts").json() == []
+    schema = daemon.get("/openapi.json").json()
+    assert {"/api/v1/models", "/api/v1/runs", "/api/v1/runs/{run_id}", "/api/v1/alerts"} <= set(
+        schema["paths"]
+    )
+    page = daemon.get("/")
+    assert page.status_code == 200 and "cnn" in page.text and "<svg" in page.text
+
+    metrics = daemon.get("/metrics").text
+    assert f'persistence_score{{model="cnn"}} {model["persistence"]}' in metrics.replace("e-0", "e-0")
+    assert 'persistence_runs_total{outcome="completed"} 1.0' in metrics
+
+    # mutating calls need the token (constant-time compared), and join the one queue
+    assert daemon.post("/api/v1/runs").status_code == 401
+    assert daemon.post("/api/v1/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    queued = daemon.post("/api/v1/runs", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert queued.status_code == 202 and queued.json()["status"] == "queued"
+    wait_until(lambda: len(completed_runs(daemon)) == 2, what="the API-triggered run")
+    api_run = daemon.get(f"/api/v1/runs/{queued.json()['run_id']}").json()
+    assert api_run["trigger"] == "api" and {c["status"] for c in api_run["models"][0]["cells"]} == {"cached"}
+
+    # a real Prometheus scrapes the daemon; PromQL returns what the API reports
+    prometheus = PrometheusProcess(tmp_path, [f"127.0.0.1:{daemon.port}"]).start()
+    try:
+        result = wait_until(lambda: prometheus.query('persistence_score{model="cnn"}'), what="a scrape")
+        assert float(result[0]["value"][1]) == pytest.approx(model["persistence"], abs=1e-12)
+        up = prometheus.query('up{job="persistence-monitor"}')
+        assert up[0]["value"][1] == "1"
+        cells = prometheus.query("count(persistence_cell_score)")
+        assert cells[0]["value"][1] == "4"
+    finally:
+        prometheus.stop()
+
+    # the daemon process never loads torch: only its workers do
+    maps = Path(f"/proc/{daemon.process.pid}/maps").read_text()
+    assert "libtorch" not in maps
+
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(60) == 0
+    assert "stopped (SIGTERM)" in daemon.log_text()
+
+
+def test_polling_runs_exactly_one_evaluation_for_a_new_complete_snapshot(daemon, tmp_path):
+    wait_until(lambda: completed_runs(daemon), what="the start-up evaluation")
+    incomplete = write_snapshot(
+        tmp_path / "data" / "a" / "2026-01-02T00", (5, 6, 7), per_class=15, offset=80, marker=False
+    )
+    time.sleep(3)  # three polls
+    assert len(daemon.runs()) == 1, "an incomplete snapshot (no _SUCCESS) must be ignored"
+    (incomplete / "_SUCCESS").touch()
+    newer, _ = wait_until(
+        lambda: (runs := completed_runs(daemon)) and len(runs) == 2 and runs, what="a poll run"
+    )  # newest first
+    assert newer["trigger"] == "poll"
+    time.sleep(3)
+    assert len(daemon.runs()) == 2, "exactly one evaluation per change"
+    cells = daemon.get(f"/api/v1/runs/{newer['run_id']}").json()["models"][0]["cells"]
+    assert {(c["dataset"], c["status"]) for c in cells} == {("a", "ok"), ("b", "cached")}
+    assert {c["snapshot"] for c in cells if c["dataset"] == "a"} == {"2026-01-02T00"}
+
+
+def test_sigkill_mid_grid_then_restart_resumes_without_recomputing(tmp_path):
+    strategies = [
+        {"name": f"full-{i}", "mode": "full", "lr": lr, "epochs": 2, "batch_size": 16}
+        for i, lr in enumerate((0.05, 0.02, 0.01))
+    ]
+    config = workspace(tmp_path, architecture="python:slow_cnn:build", strategies=strategies)
+    first = DaemonProcess(config).start()
+    store = Store.open(f"sqlite:///{tmp_path / 'state' / 'monitor.db'}")
+    try:
+        (running,) = wait_until(lambda: store.unfinished_runs(), what="the start-up run to begin")
+        wait_until(
+            lambda: len(store.find_trials(_keys(store, running.id))) >= 3, timeout=120, what="a few trials"
+        )
+        first.signal(signal.SIGKILL)
+        first.wait(30)
+        before = set(store.find_trials(_keys(store, running.id)))
+        assert 3 <= len(before) < 12, "the kill must land mid-grid"
+        assert store.get_run(running.id).status == "running"  # nobody could record anything
+
+        second = DaemonProcess(config).start()
+        try:
+            wait_until(
+                lambda: store.get_run(running.id).status == "completed", timeout=120, what="the resumed run"
+            )
+        finally:
+            second.stop()
+        resumed = store.get_run(running.id)
+        assert resumed.trigger == "startup"  # the same run, resumed: no new run was started
+        assert [r.id for r in store.list_runs()] == [running.id]
+        for cell in resumed.cells:
+            done_before = set(cell.keys) <= before
+            assert (cell.status == "cached") == done_before, (cell.strategy, cell.dataset, cell.status)
+        assert "resuming run " + running.id in second.log_text()
+    finally:
+        first.stop()
+        store.close()
+
+
+def _keys(store: Store, run_id: str) -> list[str]:
+    run = store.get_run(run_id)
+    return [key for cell in run.plan["cells"] for key in cell["keys"]]
+
+
+def test_sigterm_while_evaluating_exits_0_and_the_run_resumes(tmp_path):
+    strategies = [{"name": "full", "mode": "full", "lr": 0.05, "epochs": 3, "batch_size": 16}]
+    config = workspace(tmp_path, architecture="python:slow_cnn:build", strategies=strategies)
+    daemon = DaemonProcess(config).start()
+    store = Store.open(f"sqlite:///{tmp_path / 'state' / 'monitor.db'}")
+    try:
+        (running,) = wait_until(lambda: store.unfinished_runs(), what="the start-up run to begin")
+        wait_until(lambda: daemon.get("/healthz").json()["evaluating"], what="an evaluation in progress")
+        started = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0
+        assert time.monotonic() - started < 5 + 15  # the grace period, plus start-up of nothing new
+        assert store.get_run(running.id).status == "running"  # left for the next start to resume
+        again = DaemonProcess(config).start()
+        try:
+            wait_until(
+                lambda: store.get_run(running.id).status == "completed", timeout=120, what="the resumed run"
+            )
+        finally:
+            again.stop()
+    finally:
+        daemon.stop()
+        store.close()
