@@ -150,7 +150,12 @@ def _settings(args: argparse.Namespace, err: Console) -> Settings:
 def _serve(args: argparse.Namespace, err: Console) -> int:
     from ._serve import serve
 
-    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    # A service logs with timestamps, at INFO; the libraries' chatter only with -vv.
+    level = min(logging.getLogger().level, logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    if level > logging.DEBUG:
+        for noisy in ("apscheduler", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.demo:
         root = Path(os.environ.get("PM_DEMO_DIR") or DEFAULT_DEMO_DIR)
         _build_demo_elsewhere(root)
