@@ -7,12 +7,15 @@ one fine-tune of a cell with one seed. A cell's score is the mean of its trials'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "CELL_STATUSES",
     "RUN_STATUSES",
+    "AlertState",
+    "AlertStateName",
     "CellResult",
     "CellStatus",
     "ModelScore",
@@ -111,3 +114,25 @@ class ModelScore:
     task_scores: dict[str, float] = field(default_factory=dict)
     dataset_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> dataset -> score
     strategy_scores: dict[str, float] = field(default_factory=dict)
+
+
+AlertStateName = Literal["ok", "pending", "firing", "resolved"]
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """Where one alert rule stands for one model (kept in the store between runs)."""
+
+    model: str
+    rule: str
+    state: AlertStateName
+    severity: str
+    since: datetime  # when this state began
+    consecutive: int  # runs the condition has held (ok/pending), or been clear while firing
+    value: float | None = None
+    baseline: float | None = None
+    summary: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    episode: str | None = None  # id shared by the firing and the resolved event of one episode
+    last_run_id: str | None = None
+    updated_at: datetime | None = None

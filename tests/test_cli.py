@@ -152,7 +152,12 @@ def test_run_once_json_on_a_torchvision_resnet18(resnet_workspace):
     result = cli("run-once", "--json", cwd=resnet_workspace)
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)  # stdout holds the document and nothing else
-    assert set(document) == {"run_id", "status", "seconds", "models"} and document["status"] == "completed"
+    # the contract's keys, plus one documented extension: the alerts the run fired or resolved
+    assert (
+        set(document) == {"run_id", "status", "seconds", "models", "alerts"}
+        and document["status"] == "completed"
+    )
+    assert document["alerts"] == []
     (model,) = document["models"]
     assert model["model"] == "resnet18-prod" and len(model["version"]) == 12
     cells = model["cells"]

@@ -136,7 +136,8 @@ def test_open_migrates_a_fresh_database_to_head(url: str) -> None:
             assert MigrationContext.configure(connection).get_current_revision() == head_revision()
             tables = set(inspect(connection).get_table_names())
         assert {"runs", "run_models", "run_cells", "trials", "snapshots", "model_versions"} <= tables
-        assert head_revision() == "0002"
+        assert {"alert_states", "outbox", "notification_counts"} <= tables
+        assert head_revision() == "0003"
         with engine.connect() as connection:
             columns = {c["name"]: c for c in inspect(connection).get_columns("runs")}
         assert {"owner", "heartbeat_at"} <= set(columns)

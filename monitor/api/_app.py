@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Callable
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Response
@@ -45,7 +44,28 @@ class Controller(Protocol):
     def ready(self) -> tuple[bool, dict[str, Any]]: ...
 
 
-AlertsProvider = Callable[[], list[dict[str, Any]]]
+def _alerts(store: Store, settings: Settings) -> list[dict[str, Any]]:
+    """Alert states of the configured rules and models (a rule never judged yet is `ok`)."""
+    states = {(s.model, s.rule): s for s in store.alert_states()}
+    out = []
+    for model in settings.models:
+        for rule in settings.alerts.rules:
+            if rule.models is not None and model.name not in rule.models:
+                continue
+            state = states.get((model.name, rule.name))
+            out.append(
+                {
+                    "model": model.name,
+                    "alert": rule.name,
+                    "state": state.state if state else "ok",
+                    "severity": rule.severity,
+                    "since": state.since if state else None,
+                    "value": state.value if state else None,
+                    "baseline": state.baseline if state else None,
+                    "summary": state.summary if state else None,
+                }
+            )
+    return out
 
 
 def _score_out(score: ModelScore) -> ModelScoreOut:
@@ -83,7 +103,6 @@ def create_app(
     store: Store,
     settings: Settings,
     registry: CollectorRegistry,
-    alerts: AlertsProvider | None = None,
 ) -> FastAPI:
     """Build the app; no interactive docs pages (they would load scripts from a CDN)."""
     app = FastAPI(
@@ -129,7 +148,9 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def status_page() -> HTMLResponse:
-        return HTMLResponse(render_status_page(store, settings, controller.health()[1], (alerts or list)()))
+        return HTMLResponse(
+            render_status_page(store, settings, controller.health()[1], _alerts(store, settings))
+        )
 
     @app.get("/api/v1/models", response_model=list[ModelOut], tags=["models"])
     def list_models() -> list[ModelOut]:
@@ -219,6 +240,6 @@ def create_app(
     @app.get("/api/v1/alerts", response_model=list[AlertOut], tags=["alerts"])
     def list_alerts() -> list[AlertOut]:
         """The state of every alert rule for every model."""
-        return [AlertOut(**a) for a in (alerts or list)()]
+        return [AlertOut(**a) for a in _alerts(store, settings)]
 
     return app

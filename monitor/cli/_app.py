@@ -174,6 +174,30 @@ def _serve(args: argparse.Namespace, err: Console) -> int:
     return serve(load_settings(find_config(args.config)))
 
 
+def _deliver_notifications(settings: Settings, err: Console) -> None:
+    """Deliver what the run put in the outbox, waiting at most alerts.drain_timeout."""
+    if not settings.alerts.notifiers:
+        return
+    from ..notifiers import Dispatcher, build_notifiers, new_http_client
+    from ..store import Store
+
+    store = Store.open(settings.resolved_database_url)
+    client = new_http_client()
+    try:
+        done = Dispatcher(store, build_notifiers(settings.alerts.notifiers, client)).drain(
+            settings.alerts.drain_timeout
+        )
+        pending = store.outbox_pending()
+    finally:
+        client.close()
+        store.close()
+    if not done:
+        err.print(
+            f"[yellow]warning:[/yellow] {pending} notification(s) not delivered within "
+            f"{settings.alerts.drain_timeout:g}s: they stay in the outbox for the next run or the daemon"
+        )
+
+
 def _build_demo_elsewhere(root: Path) -> None:
     """Build the demo workspace in a child process: pre-training imports torch, the daemon must not."""
     import subprocess
@@ -224,12 +248,18 @@ def _run_once(args: argparse.Namespace, out: Console, err: Console) -> int:
     finally:
         executor.close()
         store.close()
+    _deliver_notifications(settings, err)
     if args.json:
         document = run_document(
             report.run_id, report.status, report.seconds, [(m.score, m.cells) for m in report.models]
         )
+        document["alerts"] = report.alerts  # an extension: the alerts this run fired or resolved
         sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
         sys.stdout.flush()
     else:
         render_report(report, out)
+        for event in report.alerts:
+            out.print(
+                f"alert [bold]{event['alert']}[/bold] {event['kind']} for {event['model']}: {event['summary']}"
+            )
     return EXIT_OK if report.status == "completed" else EXIT_RUN_FAILED

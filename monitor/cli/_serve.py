@@ -23,6 +23,7 @@ from ..api import create_app
 from ..daemon import Daemon
 from ..engine import EngineOptions, LocalExecutor
 from ..errors import ConfigError
+from ..notifiers import build_notifiers, new_http_client
 from ..settings import Settings
 from ..store import Store
 
@@ -67,7 +68,9 @@ def serve(settings: Settings, *, feed: Callable[[], None] | None = None, feed_ev
         cell_timeout=settings.executor.cell_timeout,
         options=EngineOptions.from_settings(settings.executor),
     )
-    daemon = Daemon(settings, store, executor, registry=registry)
+    client = new_http_client()
+    notifiers = build_notifiers(settings.alerts.notifiers, client)
+    daemon = Daemon(settings, store, executor, registry=registry, notifiers=notifiers)
     if feed is not None:
         daemon.add_job(feed, IntervalTrigger(seconds=feed_every), "demo-feed")
     app = create_app(controller=daemon, store=store, settings=settings, registry=registry)
@@ -88,6 +91,7 @@ def serve(settings: Settings, *, feed: Callable[[], None] | None = None, feed_ev
     finally:
         grace = 0.0 if server.force_exit else settings.executor.shutdown_grace
         daemon.stop(grace)
+        client.close()
         store.close()
     if not server.started and not signals:
         log.error(

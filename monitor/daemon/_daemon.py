@@ -35,7 +35,8 @@ from prometheus_client import CollectorRegistry
 from ..engine import LocalExecutor
 from ..errors import Cancelled, MonitorError
 from ..metrics import DaemonMetrics, ExtraGauges, StoreCollector
-from ..pipeline import LoggingObserver, RunReport, run_evaluation
+from ..notifiers import AlertmanagerNotifier, Dispatcher, Notifier
+from ..pipeline import LoggingObserver, RunReport, evaluate_time_rules, run_evaluation
 from ..settings import Settings
 from ..store import Store
 from ._fingerprint import inputs_fingerprint
@@ -68,9 +69,12 @@ class Daemon:
         executor: LocalExecutor,
         *,
         registry: CollectorRegistry,
+        notifiers: dict[str, Notifier] | None = None,
         extra_metrics: list[ExtraGauges] | None = None,
     ) -> None:
         self.settings = settings
+        self.notifiers = notifiers or {}
+        self.dispatcher = Dispatcher(store, self.notifiers) if self.notifiers else None
         self.store = store
         self.executor = executor
         self.owner = current_owner()
@@ -90,6 +94,7 @@ class Daemon:
         self._seen: Hashable | None = None  # the inputs the latest evaluation started from
         self._stop = threading.Event()
         self._runner = threading.Thread(target=self._run_loop, name="pm-runner", daemon=True)
+        self._delivery: threading.Thread | None = None
         self._extra_jobs: list[tuple[Callable[[], None], BaseTrigger, str]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -119,10 +124,27 @@ class Daemon:
         self.scheduler.add_job(
             self._heartbeat, IntervalTrigger(seconds=_HEARTBEAT_SECONDS, timezone=UTC), id="heartbeat"
         )
+        # Rules that change with the clock (stale) are judged every minute, runs or not.
+        self.scheduler.add_job(
+            self.check_time_rules, IntervalTrigger(seconds=60, timezone=UTC), id="alerts-clock"
+        )
+        if any(isinstance(n, AlertmanagerNotifier) for n in self.notifiers.values()):
+            # Alertmanager forgets a firing alert that is not re-sent (resolve_timeout).
+            self.scheduler.add_job(
+                self._refresh_alertmanager,
+                IntervalTrigger(seconds=60, timezone=UTC),
+                id="alertmanager-refresh",
+            )
         for func, trigger, job_id in self._extra_jobs:
             self.scheduler.add_job(func, trigger, id=job_id)
         self.scheduler.start()
         self._runner.start()
+        if self.dispatcher is not None:
+            dispatcher = self.dispatcher
+            self._delivery = threading.Thread(
+                target=lambda: dispatcher.run(self._stop), name="pm-notifications", daemon=True
+            )
+            self._delivery.start()
         log.info(
             "daemon started as %s: evaluate %r (UTC), poll every %gs",
             self.owner,
@@ -146,6 +168,8 @@ class Daemon:
             self.executor.abandon()
             self._runner.join(30)
         self.executor.close(timeout=5)
+        if self._delivery is not None:
+            self._delivery.join(10)  # undelivered notifications stay in the outbox for the next start
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -172,6 +196,35 @@ class Daemon:
             return
         self.metrics.polls.labels("changed").inc()
         self.request("poll")
+
+    def check_time_rules(self) -> None:
+        """Judge the clock-driven rules (stale) now and queue their notifications."""
+        writes = evaluate_time_rules(self.settings, self.store, now=datetime.now(UTC))
+        writes.write(self.store)
+        for event in writes.events:
+            log.warning(
+                "alert %s %s for %s: %s", event["alert"], event["kind"], event["model"], event["summary"]
+            )
+
+    def _refresh_alertmanager(self) -> None:
+        firing = [
+            {
+                "kind": "firing",
+                "model": s.model,
+                "alert": s.rule,
+                "severity": s.severity,
+                "summary": s.summary or f"{s.rule} firing for {s.model}",
+                "description": s.summary or "",
+                "started_at": s.since.isoformat(),
+                "at": datetime.now(UTC).isoformat(),
+                "status_url": self.settings.alerts.status_url,
+            }
+            for s in self.store.alert_states()
+            if s.state == "firing"
+        ]
+        for notifier in self.notifiers.values():
+            if isinstance(notifier, AlertmanagerNotifier):
+                notifier.refresh([e for e in firing if notifier.wants(e)])
 
     def _evaluate_job(self) -> None:
         self.request("schedule")
@@ -226,6 +279,14 @@ class Daemon:
                     report.trials_run,
                     report.trials_cached,
                 )
+                for event in report.alerts:
+                    log.warning(
+                        "alert %s %s for %s: %s",
+                        event["alert"],
+                        event["kind"],
+                        event["model"],
+                        event["summary"],
+                    )
             except Cancelled:
                 log.info("run %s cancelled by shutdown; it resumes at the next start", request.run_id)
                 break

@@ -148,6 +148,7 @@ class StoreCollector(Collector):
         yield from (model_info, task_score, dataset_score, strategy_score, cell_score)
         yield from self._snapshots(tasks, in_use)
         yield from self._runs()
+        yield from self._alerts(models)
 
     def _snapshots(self, tasks: dict[str, set[str]], in_use: dict[tuple[str, str], str]) -> Iterable[Metric]:
         store = self._store
@@ -215,3 +216,47 @@ class StoreCollector(Collector):
             if value is not None:
                 family.add_metric([], value)
         yield from (runs, cells, duration, last_run, last_success)
+
+    def _alerts(self, models: set[str]) -> Iterable[Metric]:
+        store, settings = self._store, self._settings
+        firing = GaugeMetricFamily(
+            "persistence_alert_firing",
+            "1 while the alert fires for the model, else 0",
+            labels=["model", "alert"],
+        )
+        baseline = GaugeMetricFamily(
+            "persistence_baseline_score",
+            "what the drop rule compares P(M) with (its baseline)",
+            labels=["model"],
+        )
+        states = {(s.model, s.rule): s for s in store.alert_states()}
+        drop_rules = [r.name for r in settings.alerts.rules if r.kind == "drop"]
+        for model in sorted(models):
+            for rule in settings.alerts.rules:
+                if rule.models is not None and model not in rule.models:
+                    continue
+                state = states.get((model, rule.name))
+                firing.add_metric(
+                    [model, rule.name], 1.0 if state is not None and state.state == "firing" else 0.0
+                )
+            for name in drop_rules[:1]:  # the first drop rule's baseline is the model's baseline
+                state = states.get((model, name))
+                if state is not None and state.baseline is not None:
+                    baseline.add_metric([model], state.baseline)
+        notifications = CounterMetricFamily(
+            "persistence_notifications",
+            "notification deliveries by notifier and outcome: delivered, retried (an attempt failed and "
+            "will be retried), dropped (given up: rejected, too old, or no longer configured)",
+            labels=["notifier", "outcome"],
+        )
+        counts = store.notification_counts()
+        for notifier in settings.alerts.notifiers:
+            for outcome in ("delivered", "retried", "dropped"):
+                notifications.add_metric(
+                    [notifier.name, outcome], float(counts.get((notifier.name, outcome), 0))
+                )
+        pending = GaugeMetricFamily(
+            "persistence_notification_outbox_pending", "notifications waiting in the outbox for delivery"
+        )
+        pending.add_metric([], float(store.outbox_pending()))
+        yield from (firing, baseline, notifications, pending)

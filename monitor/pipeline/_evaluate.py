@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from ..engine import Executor, PlannedCell, TrialSpec, config_digest, plan_grid, work_groups
@@ -21,6 +22,7 @@ from ..scoring import score_model
 from ..settings import Settings
 from ..store import Store
 from ..types import CellResult, CellStatus, ModelScore, RunStatus, TrialResult
+from ._alerting import evaluate_alerts
 from ._observer import LoggingObserver, Observer
 from ._resolve import Resolution, resolve
 
@@ -45,6 +47,7 @@ class RunReport:
     trials_run: int
     trials_cached: int
     warnings: list[str] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # events: alerts that fired or resolved
 
 
 class _Collecting:
@@ -111,13 +114,22 @@ def run_evaluation(
         reports = _execute(settings, store, executor, run_id, resolution, cells, keys, stored, fresh, watcher)
         status = _run_status(reports)
         seconds = time.monotonic() - started
+        scores = [r.score for r in reports]
+        all_cells = [c for r in reports for c in r.cells]
+        alerts = evaluate_alerts(settings, store, run_id, scores, all_cells, now=datetime.now(UTC))
+
+        def in_the_run_transaction(session: Any) -> None:
+            alerts.write(store, session)  # the transactional outbox: states and notifications
+            if in_transaction is not None:
+                in_transaction(session)
+
         store.finish_run(
             run_id,
             status=status,
             seconds=seconds,
-            scores=[r.score for r in reports],
-            cells=[c for r in reports for c in r.cells],
-            extra=in_transaction,
+            scores=scores,
+            cells=all_cells,
+            extra=in_the_run_transaction,
         )
     except Cancelled:
         raise  # left "running" on purpose: the next start resumes it
@@ -139,6 +151,7 @@ def run_evaluation(
         models=reports,
         trials_run=len(fresh),
         trials_cached=sum(1 for k in keys if k in stored),
+        alerts=alerts.events,
         warnings=watcher.warnings,
     )
 

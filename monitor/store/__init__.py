@@ -1,4 +1,5 @@
-"""The result store: runs, model scores, cells, the trial cache, snapshots and model versions.
+"""The result store: runs, model scores, cells, the trial cache, snapshots, model versions, alert
+states and the notification outbox.
 
 SQLite by default (`sqlite:///<path>`), PostgreSQL with `postgresql+psycopg://…`. `Store.open`
 migrates the schema with the Alembic scripts shipped in `migrations/`.
@@ -6,8 +7,17 @@ migrates the schema with the Alembic scripts shipped in `migrations/`.
 
 from ._engine import parse_url, render_url
 from ._records import (
+    ALERT_STATE_NAMES,
+    NOTIFICATION_OUTCOMES,
+    OUTBOX_STATUSES,
     RUN_TRIGGERS,
+    SEVERITIES,
+    AlertState,
+    AlertStateName,
     ModelVersionRecord,
+    NotificationOutcome,
+    OutboxItem,
+    OutboxStatus,
     RunRecord,
     RunState,
     RunTrigger,
@@ -20,10 +30,19 @@ from ._sources import UNDECODABLE_IMAGE
 from ._store import Store
 
 __all__ = [
+    "ALERT_STATE_NAMES",
+    "NOTIFICATION_OUTCOMES",
+    "OUTBOX_STATUSES",
     "RUN_TRIGGERS",
+    "SEVERITIES",
     "UNDECODABLE_IMAGE",
+    "AlertState",
+    "AlertStateName",
     "Base",
     "ModelVersionRecord",
+    "NotificationOutcome",
+    "OutboxItem",
+    "OutboxStatus",
     "RunRecord",
     "RunState",
     "RunTrigger",

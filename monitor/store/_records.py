@@ -6,11 +6,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from ..types import CellResult, ModelScore
+from ..types import AlertState, AlertStateName, CellResult, ModelScore
 
 __all__ = [
+    "ALERT_STATE_NAMES",
+    "NOTIFICATION_OUTCOMES",
+    "OUTBOX_STATUSES",
     "RUN_TRIGGERS",
+    "SEVERITIES",
+    "AlertState",
+    "AlertStateName",
     "ModelVersionRecord",
+    "NotificationOutcome",
+    "OutboxItem",
+    "OutboxStatus",
     "RunRecord",
     "RunState",
     "RunTrigger",
@@ -22,6 +31,12 @@ RunTrigger = Literal["cli", "schedule", "poll", "api", "resume", "demo", "startu
 RUN_TRIGGERS: tuple[RunTrigger, ...] = ("cli", "schedule", "poll", "api", "resume", "demo", "startup")
 RunState = Literal["running", "completed", "partial", "failed"]  # "running" until finish_run
 SnapshotStatus = Literal["ok", "rejected"]
+ALERT_STATE_NAMES: tuple[AlertStateName, ...] = ("ok", "pending", "firing", "resolved")
+SEVERITIES = ("info", "warning", "critical")  # as in the configuration (alerts.rules[].severity)
+OutboxStatus = Literal["pending", "delivered", "dropped"]
+OUTBOX_STATUSES: tuple[OutboxStatus, ...] = ("pending", "delivered", "dropped")
+NotificationOutcome = Literal["delivered", "retried", "dropped"]
+NOTIFICATION_OUTCOMES: tuple[NotificationOutcome, ...] = ("delivered", "retried", "dropped")
 
 
 @dataclass(frozen=True)
@@ -85,3 +100,22 @@ class ModelVersionRecord:
     def version(self) -> str:
         """Short form of the digest, as `ModelVersion.version` renders it."""
         return self.digest[:12] if self.digest else "factory"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One notification to deliver to one notifier; `id` is its delivery id, stable across retries.
+
+    A pending item is due once `next_attempt_at` has passed; claiming it pushes that time forward
+    by a lease, so that no other dispatcher takes it meanwhile.
+    """
+
+    id: str
+    notifier: str
+    event: dict[str, Any]
+    created_at: datetime
+    status: OutboxStatus
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None = None  # safe text only, never a secret
+    delivered_at: datetime | None = None

@@ -10,6 +10,10 @@ alembic's autogenerate and fail on any difference).
     trials          the fine-tune cache by content key: ok/diverged only (failed ones are retried)
     snapshots       every snapshot version seen, accepted or rejected   (unique snapshot, digest)
     model_versions  every weights digest seen per model                 (unique model, digest)
+    alert_states    where each alert rule stands for each model         (PK model, rule)
+    outbox          notifications to deliver (the transactional outbox), by delivery id
+    notification_counts  deliveries by notifier and outcome: a counter that outlives pruned
+                    outbox rows                                         (PK notifier, outcome)
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -35,8 +40,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "AlertStateRow",
     "Base",
     "ModelVersionRow",
+    "NotificationCountRow",
+    "OutboxRow",
     "RunCellRow",
     "RunModelRow",
     "RunRow",
@@ -106,6 +114,9 @@ RUN_ROW_STATUSES = ("running", "completed", "partial", "failed")
 CELL_ROW_STATUSES = ("ok", "cached", "diverged", "failed")
 TRIAL_ROW_STATUSES = ("ok", "diverged")
 SNAPSHOT_ROW_STATUSES = ("ok", "rejected")
+ALERT_ROW_STATES = ("ok", "pending", "firing", "resolved")
+OUTBOX_ROW_STATUSES = ("pending", "delivered", "dropped")
+NOTIFICATION_ROW_OUTCOMES = ("delivered", "retried", "dropped")
 
 
 class RunRow(Base):
@@ -228,3 +239,50 @@ class ModelVersionRow(Base):
     digest: Mapped[str] = mapped_column(String(128))
     architecture: Mapped[str] = mapped_column(Text)
     first_seen_at: Mapped[datetime]
+
+
+class AlertStateRow(Base):
+    __tablename__ = "alert_states"
+    __table_args__ = (CheckConstraint(_in("state", ALERT_ROW_STATES), name="state"),)
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str] = mapped_column(String(16))
+    since: Mapped[datetime]  # when the state began
+    consecutive: Mapped[int]  # runs the condition held (ok, pending) or was clear (firing)
+    value: Mapped[float | None] = mapped_column(Double)
+    baseline: Mapped[float | None] = mapped_column(Double)
+    summary: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]]
+    episode: Mapped[str | None] = mapped_column(String(32))  # the current firing episode
+    # Not a foreign key: a state outlives the runs that wrote it.
+    last_run_id: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime]
+
+
+class OutboxRow(Base):
+    __tablename__ = "outbox"
+    __table_args__ = (
+        CheckConstraint(_in("status", OUTBOX_ROW_STATUSES), name="status"),
+        Index(None, "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the delivery id
+    notifier: Mapped[str] = mapped_column(String(128))
+    event: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int]
+    next_attempt_at: Mapped[datetime]  # due from then on (while pending); a claim leases it forward
+    last_error: Mapped[str | None] = mapped_column(Text)  # safe text, never a secret
+    delivered_at: Mapped[datetime | None]
+
+
+class NotificationCountRow(Base):
+    __tablename__ = "notification_counts"
+    __table_args__ = (CheckConstraint(_in("outcome", NOTIFICATION_ROW_OUTCOMES), name="outcome"),)
+
+    notifier: Mapped[str] = mapped_column(String(128), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)

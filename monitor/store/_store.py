@@ -1,4 +1,5 @@
-"""The result store: runs, their models and cells, the trial cache, snapshots and model versions.
+"""The result store: runs, their models and cells, the trial cache, snapshots, model versions,
+alert states and the notification outbox.
 
 Every method is one short transaction and returns plain dataclasses. Database errors become
 `StoreError`s that name the store (password hidden) and the operation; a wrong argument is a
@@ -10,8 +11,10 @@ from __future__ import annotations
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StoreError
+from ._alerts import AlertLog
 from ._engine import connect_engine, describe, parse_url, render_url
 from ._migrate import upgrade
+from ._outbox import Outbox
 from ._runs import RunLog
 from ._sources import SourceLog
 from ._trials import TrialCache
@@ -19,7 +22,7 @@ from ._trials import TrialCache
 __all__ = ["Store"]
 
 
-class Store(RunLog, TrialCache, SourceLog):
+class Store(RunLog, TrialCache, SourceLog, AlertLog, Outbox):
     """The persistence-monitor database (SQLite or PostgreSQL), migrated to this code's schema."""
 
     @classmethod

@@ -1,0 +1,187 @@
+"""Alert conditions: does a rule hold for a model, given its latest run and its history?
+
+Pure functions over plain values (no store, no clock). Each returns a `Condition`; `active` is
+None when the rule cannot be judged (no history yet, a pinned run that does not exist), which
+leaves the alert's state as it was.
+
+The drop rule is the one that must not page on seed noise. It compares P(M) with a baseline and
+fires only when the drop exceeds `min_drop` AND `z` standard errors of the difference:
+
+    diff = B - P,   se(diff) = sqrt(se(P)^2 + se(B)^2),   active = diff > min_drop and diff > z * se(diff)
+
+se(P) is the run's stderr (from its seed replicates). For a single-run baseline (previous, first,
+pinned) se(B) is that run's stderr; for the rolling median of n runs it is
+c(n) * median(stderrs) / sqrt(n), with c = 1 for n <= 2 (the median is a mean) and
+sqrt(pi / 2) ~ 1.2533 for n >= 3 (the efficiency of the median against the mean).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..settings import AlertRule
+from ..types import CellResult, ModelScore
+
+__all__ = ["Condition", "HistoryPoint", "baseline_of", "condition"]
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """One finished run of a model, as far as the rules need it."""
+
+    run_id: str
+    finished_at: datetime
+    score: ModelScore
+
+
+@dataclass(frozen=True)
+class Condition:
+    active: bool | None
+    value: float | None = None
+    baseline: float | None = None
+    threshold: float | None = None
+    summary: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    baseline_run: str | None = None  # the run attribution compares with
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def baseline_of(
+    rule: Any, history: Sequence[HistoryPoint], pinned: HistoryPoint | None
+) -> tuple[float, float | None, str] | None:
+    """(baseline P(M), its standard error, the run it stands for) from history (oldest first)."""
+    scored = [h for h in history if h.score.persistence is not None]
+    if rule.baseline == "pinned":
+        if pinned is None or pinned.score.persistence is None:
+            return None
+        return pinned.score.persistence, pinned.score.stderr, pinned.run_id
+    if not scored:
+        return None
+    if rule.baseline == "previous":
+        last = scored[-1]
+        return last.score.persistence, last.score.stderr, last.run_id  # type: ignore[return-value]
+    if rule.baseline == "first":
+        first = scored[0]
+        return first.score.persistence, first.score.stderr, first.run_id  # type: ignore[return-value]
+    window = scored[-rule.window :]
+    values = [h.score.persistence for h in window if h.score.persistence is not None]
+    median = float(statistics.median(values))
+    errors = [h.score.stderr for h in window if h.score.stderr is not None]
+    se = None
+    if errors:
+        c = 1.0 if len(window) <= 2 else math.sqrt(math.pi / 2)
+        se = c * statistics.median(errors) / math.sqrt(len(window))
+    nearest = min(window, key=lambda h: abs(h.score.persistence - median))  # type: ignore[operator]
+    return median, se, nearest.run_id
+
+
+def condition(
+    rule: Any,
+    model: str,
+    current: HistoryPoint | None,
+    history: Sequence[HistoryPoint],
+    *,
+    now: datetime,
+    previous_cells: Sequence[CellResult] = (),
+    current_cells: Sequence[CellResult] = (),
+    pinned: HistoryPoint | None = None,
+) -> Condition:
+    """Judge `rule` for `model`. `history` holds the runs before `current`, oldest first."""
+    kind = rule.kind
+    if kind == "stale":
+        last = current.finished_at if current else (history[-1].finished_at if history else None)
+        if last is None:
+            return Condition(
+                True, summary=f"{model} has no finished evaluation run yet", threshold=rule.max_age
+            )
+        age = (now - last).total_seconds()
+        return Condition(
+            age > rule.max_age,
+            value=age,
+            threshold=rule.max_age,
+            summary=f"the last finished evaluation of {model} is {age / 3600:.1f} h old (max {rule.max_age / 3600:.1f} h)",
+        )
+    if current is None:
+        return Condition(None)
+    score = current.score
+    if kind == "incomplete":
+        return Condition(
+            score.coverage < rule.min_coverage,
+            value=score.coverage,
+            threshold=rule.min_coverage,
+            summary=f"grid coverage of {model} is {score.coverage:.0%} ({score.cells_scored} of "
+            f"{score.cells_planned} cells scored; minimum {rule.min_coverage:.0%})",
+        )
+    p = score.persistence
+    if kind == "below":
+        if p is None:
+            return Condition(None)
+        return Condition(
+            p < rule.threshold,
+            value=p,
+            threshold=rule.threshold,
+            summary=f"P(M) of {model} is {p:.3f}, below the threshold {rule.threshold:.3f}",
+        )
+    if kind == "drop":
+        found = baseline_of(rule, history, pinned)
+        if p is None or found is None:
+            return Condition(None, value=p)
+        base, base_se, base_run = found
+        diff = base - p
+        se = math.sqrt((score.stderr or 0.0) ** 2 + (base_se or 0.0) ** 2)
+        needed = max(rule.min_drop, rule.z * se)
+        how = {
+            "previous": "the previous run",
+            "first": "the first run",
+            "pinned": f"pinned run {rule.pinned_run}",
+        }.get(rule.baseline, f"the rolling median of {min(rule.window, len(history))} runs")
+        return Condition(
+            diff > rule.min_drop and diff > rule.z * se,
+            value=p,
+            baseline=base,
+            threshold=needed,
+            summary=f"P(M) of {model} is {p:.3f}, {diff:+.3f} below {how} ({base:.3f}); a drop counts beyond "
+            f"{needed:.3f} (min_drop {rule.min_drop:.3f}, {rule.z:g} x stderr {se:.4f})",
+            details={"drop": diff, "stderr_of_difference": se, "baseline": rule.baseline},
+            baseline_run=base_run,
+        )
+    if kind == "cell_drop":
+        before = {(c.task, c.dataset, c.strategy): c.score for c in previous_cells if c.score is not None}
+        drops = sorted(
+            (
+                (before[(c.task, c.dataset, c.strategy)] - c.score, c)
+                for c in current_cells
+                if c.score is not None and (c.task, c.dataset, c.strategy) in before
+            ),
+            key=lambda item: -item[0],
+        )
+        if not drops:
+            return Condition(None)
+        worst, cell = drops[0]
+        hit = [
+            {"task": c.task, "dataset": c.dataset, "strategy": c.strategy, "drop": d}
+            for d, c in drops
+            if d >= rule.min_drop
+        ]
+        return Condition(
+            worst >= rule.min_drop,
+            value=worst,
+            threshold=rule.min_drop,
+            summary=f"{len(hit)} cell(s) of {model} dropped by {rule.min_drop:.2f} or more since the previous run; "
+            f"worst {cell.task}/{cell.dataset}/{cell.strategy}: {_fmt(cell.score)} ({-worst:+.3f})",
+            details={"cells": hit[:20]},
+            baseline_run=history[-1].run_id if history else None,
+        )
+    raise ValueError(f"unknown rule kind {kind!r}")
+
+
+def applies(rule: AlertRule, model: str) -> bool:
+    return rule.models is None or model in rule.models
