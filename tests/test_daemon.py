@@ -224,3 +224,39 @@ def test_sigterm_while_evaluating_exits_0_and_the_run_resumes(tmp_path):
     finally:
         daemon.stop()
         store.close()
+
+
+def test_a_receiver_down_across_a_restart_gets_the_event_when_it_is_back(tmp_path):
+    import yaml
+
+    from tests._receivers import Receiver
+
+    config_path = workspace(tmp_path)
+    (tmp_path / "data" / "c").mkdir()  # no snapshot yet: coverage < 1 fires GridIncomplete
+    document = yaml.safe_load(config_path.read_text())
+    document["tasks"][0]["datasets"].append({"name": "c", "source": "data/c"})
+    receiver = Receiver()  # not started: nothing listens on its port yet
+    document["alerts"] = {"notifiers": [{"name": "oncall", "kind": "webhook", "url": f"{receiver.url}/hook"}]}
+    write_config(config_path, document)
+    store = Store.open(f"sqlite:///{tmp_path / 'state' / 'monitor.db'}")
+    first = DaemonProcess(config_path).start()
+    try:
+        wait_until(lambda: completed_runs(first), what="the start-up run")
+        # the default GridIncomplete rule fires on the second incomplete run in a row (for_runs: 2)
+        assert first.post("/api/v1/runs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 202
+        wait_until(lambda: store.outbox_items(), what="the GridIncomplete notification in the outbox")
+        wait_until(lambda: store.outbox_items()[0].attempts >= 1, what="a failed delivery attempt")
+    finally:
+        first.stop()
+    (item,) = store.outbox_items()
+    assert item.status == "pending" and item.event["alert"] == "GridIncomplete"
+    with receiver:
+        second = DaemonProcess(config_path).start()
+        try:
+            wait_until(lambda: receiver.accepted(), timeout=60, what="the delivery after the restart")
+        finally:
+            second.stop()
+        (delivered,) = receiver.accepted()
+        assert delivered.headers["webhook-id"] == item.id and delivered.json()["id"] == item.event["id"]
+    assert store.outbox_items()[0].status == "delivered"
+    store.close()

@@ -90,6 +90,11 @@ strategies:                       # three modes; the two linear probes train as 
   - {{name: last-block,    mode: partial, optimizer: sgd,   lr: 0.05,  epochs: 8,  batch_size: 32, trainable_blocks: 1}}
   - {{name: full-adamw,    mode: full,    optimizer: adamw, lr: 0.001, epochs: 5,  batch_size: 32, weight_decay: 0.05}}
 seeds: [0, 1]
+
+alerts:                           # the default rules (drop, stale, incomplete) apply
+  status_url: http://127.0.0.1:9775/
+  notifiers:
+    - {{name: console, kind: log}}  # alerts appear in the daemon's log; add webhook/slack/… here
 """
 
 
