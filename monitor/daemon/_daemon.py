@@ -105,6 +105,14 @@ class Daemon:
 
     def start(self) -> None:
         self.executor.start(wait=False)  # the worker imports torch while the first run resolves
+        configured = {
+            (m.name, r.name)
+            for m in self.settings.models
+            for r in self.settings.alerts.rules
+            if r.models is None or m.name in r.models
+        }
+        if removed := self.store.delete_alert_states(configured):
+            log.info("forgot %d alert state(s) of rules or models no longer configured", removed)
         if not self._resume_interrupted():
             self.request("startup")  # a new daemon evaluates at once (cheap when nothing changed)
         poll = self.settings.schedule.poll
