@@ -28,21 +28,7 @@ from ._metrics import score_predictions
 from ._optim import BatchedAdamW, BatchedSGD, cosine_factor, init_head
 from ._tensors import GroupData
 
-__all__ = ["finetune_batched", "schedule_of"]
-
-
-def schedule_of(trial: TrialSpec) -> tuple[object, ...]:
-    """Trials with equal schedules can be stacked (they differ in seed, lr, weight decay only)."""
-    s = trial.strategy
-    return (
-        s.mode,
-        s.trainable_blocks,
-        s.optimizer,
-        s.epochs,
-        s.batch_size,
-        s.momentum if s.optimizer == "sgd" else None,
-        s.label_smoothing,
-    )
+__all__ = ["finetune_batched"]
 
 
 def finetune_batched(

@@ -16,11 +16,12 @@ from ...models import Backbone, load_backbone
 from ...types import TrialResult
 from .._executor import EngineOptions
 from .._plan import TrialSpec, WorkGroup
-from ._batched import finetune_batched, schedule_of
+from ._batched import finetune_batched
 from ._chain import Chain, Suffix, find_chain
 from ._device import Runtime, runtime_for
 from ._finetune import Feed, finetune, image_feed
 from ._linear import extract_features, train_linear_heads
+from ._optim import schedule_of
 from ._tensors import GroupData
 
 __all__ = ["ModelCache", "run_group"]

@@ -20,7 +20,7 @@ from ...types import TrialResult
 from .._plan import TrialSpec
 from ._device import Runtime
 from ._metrics import score_predictions
-from ._optim import BatchedAdamW, BatchedSGD, cosine_factor, init_head
+from ._optim import BatchedAdamW, BatchedSGD, cosine_factor, init_head, schedule_of
 from ._tensors import GroupData
 
 __all__ = ["extract_features", "train_linear_heads"]
@@ -39,17 +39,6 @@ def extract_features(
     return torch.cat(chunks)
 
 
-def _schedule(trial: TrialSpec) -> tuple[object, ...]:
-    s = trial.strategy
-    return (
-        s.optimizer,
-        s.epochs,
-        s.batch_size,
-        s.momentum if s.optimizer == "sgd" else None,
-        s.label_smoothing,
-    )
-
-
 def train_linear_heads(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
@@ -64,7 +53,7 @@ def train_linear_heads(
     """Train and score every linear trial; `shared_seconds` (feature extraction) is spread over them."""
     by_schedule: dict[tuple[object, ...], list[TrialSpec]] = {}
     for trial in trials:
-        by_schedule.setdefault(_schedule(trial), []).append(trial)
+        by_schedule.setdefault(schedule_of(trial), []).append(trial)
     results: list[TrialResult] = []
     for stack in by_schedule.values():
         start = time.perf_counter()

@@ -11,7 +11,23 @@ import math
 
 import torch
 
-__all__ = ["BatchedAdamW", "BatchedSGD", "cosine_factor", "init_head"]
+from .._plan import TrialSpec
+
+__all__ = ["BatchedAdamW", "BatchedSGD", "cosine_factor", "init_head", "schedule_of"]
+
+
+def schedule_of(trial: TrialSpec) -> tuple[object, ...]:
+    """Trials with equal schedules can be stacked (they differ in seed, lr, weight decay only)."""
+    s = trial.strategy
+    return (
+        s.mode,
+        s.trainable_blocks,
+        s.optimizer,
+        s.epochs,
+        s.batch_size,
+        s.momentum if s.optimizer == "sgd" else None,
+        s.label_smoothing,
+    )
 
 
 def cosine_factor(step: int, total: int) -> float:
