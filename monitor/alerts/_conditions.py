@@ -50,6 +50,10 @@ class Condition:
     baseline_run: str | None = None  # the run attribution compares with
 
 
+def _rolling(n: int) -> str:
+    return "the previous run" if n == 1 else f"the rolling median of {n} runs"
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -142,7 +146,7 @@ def condition(
             "previous": "the previous run",
             "first": "the first run",
             "pinned": f"pinned run {rule.pinned_run}",
-        }.get(rule.baseline, f"the rolling median of {min(rule.window, len(history))} runs")
+        }.get(rule.baseline, _rolling(min(rule.window, len(history))))
         return Condition(
             diff > rule.min_drop and diff > rule.z * se,
             value=p,
