@@ -667,13 +667,12 @@ def _service() -> list[Panel]:
         _timeseries(
             "Scheduler events",
             "Scheduler job events per interval: executed, error, missed (misfire), skipped (an "
-            "instance was still running). The metric's `job` label is the scheduler job; "
-            "Prometheus renames it `exported_job` because it clashes with the scrape job.",
+            "instance was still running), by scheduler job (evaluate, poll, heartbeat, alerts-clock, ...).",
             "short",
             _q(
-                "sum by (exported_job, event) "
+                "sum by (scheduled_job, event) "
                 "(increase(persistence_scheduler_events_total[$__rate_interval]))",
-                "{{exported_job}} · {{event}}",
+                "{{scheduled_job}} · {{event}}",
             ),
         )
         .decimals(0)

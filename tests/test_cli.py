@@ -256,3 +256,15 @@ def test_an_interrupted_demo_build_leaves_nothing_half_made(tmp_path, monkeypatc
         build_demo(tmp_path / "demo")
     assert not (tmp_path / "demo").exists()
     assert not list(tmp_path.glob(".demo.building-*"))
+
+
+def test_report_writes_html_with_plots(resnet_workspace, tmp_path):
+    assert cli("run-once", cwd=resnet_workspace).returncode == 0  # (cached after the first test)
+    result = cli("report", "--out", str(tmp_path / "out" / "report.html"), cwd=resnet_workspace)
+    assert result.returncode == 0, result.stderr
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "resnet18-prod" in html and "data:image/png;base64," in html and "http-equiv='refresh'" not in html
+    png = (tmp_path / "out" / "report-resnet18-prod.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    single = cli("report", "--out", str(tmp_path / "grid.png"), cwd=resnet_workspace)
+    assert single.returncode == 0 and (tmp_path / "grid.png").read_bytes().startswith(b"\x89PNG")

@@ -36,6 +36,8 @@ def test_cli_commands_and_options():
         "run-once": {"--config", "--demo", "--json"},
         "demo": {"dir"},
         "check-config": {"--config"},
+        "serve": {"--config", "--demo"},
+        "report": {"--config", "--out"},
     }
     for name, options in expected.items():
         assert name in commands, name

@@ -24,8 +24,8 @@ def _tool(name: str) -> str:
 @pytest.mark.parametrize(
     "command",
     [
-        ["ruff", "check", "monitor", "tests", "benchmarks"],
-        ["ruff", "format", "--check", "monitor", "tests", "benchmarks"],
+        ["ruff", "check", "monitor", "tests", "benchmarks", "grafana", "deploy"],
+        ["ruff", "format", "--check", "monitor", "tests", "benchmarks", "grafana", "deploy"],
         ["lint-imports"],
         ["mypy"],
     ],

@@ -83,7 +83,9 @@ def move_runbooks(new_base: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="only check that prometheusrule.yaml is current")
     parser.add_argument("--runbook-base", metavar="URL", help="new base URL of every runbook_url")
     args = parser.parse_args(argv)

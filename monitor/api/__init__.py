@@ -2,5 +2,6 @@
 
 from ._app import Controller, create_app
 from ._status_page import render_status_page
+from ._views import alert_documents
 
-__all__ = ["Controller", "create_app", "render_status_page"]
+__all__ = ["Controller", "alert_documents", "create_app", "render_status_page"]

@@ -30,6 +30,7 @@ from ._schemas import (
     RunSummary,
 )
 from ._status_page import render_status_page
+from ._views import alert_documents
 
 __all__ = ["Controller", "create_app"]
 
@@ -42,30 +43,6 @@ class Controller(Protocol):
     def health(self) -> tuple[bool, dict[str, Any]]: ...
 
     def ready(self) -> tuple[bool, dict[str, Any]]: ...
-
-
-def _alerts(store: Store, settings: Settings) -> list[dict[str, Any]]:
-    """Alert states of the configured rules and models (a rule never judged yet is `ok`)."""
-    states = {(s.model, s.rule): s for s in store.alert_states()}
-    out = []
-    for model in settings.models:
-        for rule in settings.alerts.rules:
-            if rule.models is not None and model.name not in rule.models:
-                continue
-            state = states.get((model.name, rule.name))
-            out.append(
-                {
-                    "model": model.name,
-                    "alert": rule.name,
-                    "state": state.state if state else "ok",
-                    "severity": rule.severity,
-                    "since": state.since if state else None,
-                    "value": state.value if state else None,
-                    "baseline": state.baseline if state else None,
-                    "summary": state.summary if state else None,
-                }
-            )
-    return out
 
 
 def _score_out(score: ModelScore) -> ModelScoreOut:
@@ -149,7 +126,7 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def status_page() -> HTMLResponse:
         return HTMLResponse(
-            render_status_page(store, settings, controller.health()[1], _alerts(store, settings))
+            render_status_page(store, settings, controller.health()[1], alert_documents(store, settings))
         )
 
     @app.get("/api/v1/models", response_model=list[ModelOut], tags=["models"])
@@ -240,6 +217,6 @@ def create_app(
     @app.get("/api/v1/alerts", response_model=list[AlertOut], tags=["alerts"])
     def list_alerts() -> list[AlertOut]:
         """The state of every alert rule for every model."""
-        return [AlertOut(**a) for a in _alerts(store, settings)]
+        return [AlertOut(**a) for a in alert_documents(store, settings)]
 
     return app

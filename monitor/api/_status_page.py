@@ -6,6 +6,7 @@ on an air-gapped host), refreshed by the browser every 30 seconds.
 
 from __future__ import annotations
 
+import base64
 from html import escape
 from typing import Any
 
@@ -94,18 +95,34 @@ def _heatmap(cells: list[CellResult], strategies: list[str]) -> str:
 
 
 def render_status_page(
-    store: Store, settings: Settings, health: dict[str, Any], alerts: list[dict[str, Any]]
+    store: Store,
+    settings: Settings,
+    health: dict[str, Any] | None,
+    alerts: list[dict[str, Any]],
+    *,
+    refresh: int | None = 30,
+    images: dict[str, bytes] | None = None,
 ) -> str:
+    """The page; `health` None renders the offline report (with `images`: PNG plots per model)."""
     strategies = [s.name for s in settings.strategies]
     latest = store.latest_scores()
+    meta = f"<meta http-equiv='refresh' content='{refresh}'>" if refresh else ""
+    if health is None:
+        from datetime import UTC, datetime
+
+        subtitle = f"report of the latest runs, written {datetime.now(UTC).isoformat(timespec='seconds')}"
+    else:
+        subtitle = (
+            f"scheduler {escape(str(health.get('scheduler')))} · "
+            f"{'evaluating run ' + escape(str(health['evaluating'])) if health.get('evaluating') else 'idle'}"
+            f"{' · last error: ' + escape(str(health['last_error'])) if health.get('last_error') else ''}"
+        )
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><meta http-equiv='refresh' content='30'>",
+        f"<!doctype html><html><head><meta charset='utf-8'>{meta}",
         "<title>persistence-monitor</title>",
         f"<style>{_STYLE}</style></head><body>",
         "<h1>persistence-monitor</h1>",
-        f'<div class="muted">version {escape(__version__)} · scheduler {escape(str(health.get("scheduler")))} · '
-        f"{'evaluating run ' + escape(str(health['evaluating'])) if health.get('evaluating') else 'idle'}"
-        f"{' · last error: ' + escape(str(health['last_error'])) if health.get('last_error') else ''}</div>",
+        f'<div class="muted">version {escape(__version__)} · {subtitle}</div>',
     ]
     firing = [a for a in alerts if a.get("state") == "firing"]
     parts.append("<h2>Alerts</h2>")
@@ -136,7 +153,15 @@ def render_status_page(
                 f"<div class='muted'>run {escape(run.id if run else '–')} finished "
                 f"{escape(run.finished_at.isoformat(timespec='seconds') if run and run.finished_at else '–')}</div>"
             )
-        parts.append(f"<div>{_sparkline(history)}</div>")
+        image = (images or {}).get(model.name)
+        if image is not None:
+            encoded = base64.b64encode(image).decode()
+            parts.append(
+                f"<img alt='P(M) of {escape(model.name)} over time and its latest grid' "
+                f"src='data:image/png;base64,{encoded}' style='max-width:100%'>"
+            )
+        else:
+            parts.append(f"<div>{_sparkline(history)}</div>")
         parts.append(_heatmap(store.latest_cells(model.name), strategies))
         parts.append("</div>")
     parts.append(

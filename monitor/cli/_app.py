@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--force", action="store_true", help="rebuild even if DIR already holds a demo")
 
+    report = commands.add_parser("report", help="write an HTML report (with PNG plots) of the latest runs")
+    config_options(report, demo=True)
+    report.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="report.html (PNG plots are written beside it), or a .png",
+    )
+
     check = commands.add_parser(
         "check-config", help="validate a config, resolve every model and source, show the grid"
     )
@@ -99,6 +108,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_once(args, out, err)
         if args.command == "serve":
             return _serve(args, err)
+        if args.command == "report":
+            from ..store import Store
+            from ._report import write_report
+
+            settings = _settings(args, err)
+            store = Store.open(settings.resolved_database_url)
+            try:
+                written = write_report(settings, store, Path(args.out))
+            finally:
+                store.close()
+            err.print("wrote " + ", ".join(str(p) for p in written))
+            return EXIT_OK
         if args.command == "demo":
             from ..demo import build_demo
 

@@ -16,7 +16,8 @@ class DaemonMetrics:
         self.scheduler_events = Counter(
             "persistence_scheduler_events",
             "scheduler job events: executed, error, missed (misfire), skipped (an instance was still running)",
-            ["job", "event"],
+            # `scheduled_job`, not `job`: that name is Prometheus's own target label.
+            ["scheduled_job", "event"],
             registry=registry,
         )
         self.evaluations_requested = Counter(
