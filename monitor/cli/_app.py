@@ -251,7 +251,7 @@ def _run_once(args: argparse.Namespace, out: Console, err: Console) -> int:
     run_id = uuid.uuid4().hex
     started = time.monotonic()
     try:
-        with ProgressObserver(err) as observer:
+        with ProgressObserver(err, seeds=len(settings.seeds)) as observer:
             report = run_evaluation(
                 settings, store, executor, trigger="cli", observer=observer, run_id=run_id
             )

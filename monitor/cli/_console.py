@@ -28,12 +28,14 @@ __all__ = ["ProgressObserver", "render_report"]
 class ProgressObserver:
     """A rich progress bar over the fine-tunes to run (cells done / total, ETA) on stderr."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, seeds: int = 1) -> None:
         self.console = console
+        self.seeds = max(1, seeds)
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
+            TextColumn("{task.fields[cells]}"),
             MofNCompleteColumn(),
             TextColumn("fine-tunes"),
             TimeElapsedColumn(),
@@ -44,6 +46,8 @@ class ProgressObserver:
         )
         self._task: int | None = None
         self._failed = 0
+        self._per_cell: dict[object, int] = {}
+        self._cells_total = 0
 
     def __enter__(self) -> ProgressObserver:
         self.progress.start()
@@ -53,10 +57,7 @@ class ProgressObserver:
         self.progress.stop()
 
     def stage(self, text: str) -> None:
-        if self._task is not None:
-            self.progress.update(self._task, description=text)  # type: ignore[arg-type]
-        else:
-            self.console.print(f"[dim]· {text}[/dim]")
+        self.console.print(f"[dim]· {text}[/dim]")  # printed above the bar, which stays short
 
     def warn(self, text: str) -> None:
         self.console.print(Text("warning: ", style="yellow bold") + Text(text))
@@ -65,12 +66,20 @@ class ProgressObserver:
         todo = trials - cached
         self.console.print(f"[dim]· grid: {trials} fine-tunes, {cached} already stored, {todo} to run[/dim]")
         if todo:
-            self._task = self.progress.add_task("training", total=todo)
+            self._cells_total = -(-todo // self.seeds)  # a cell is done when all its seeds are
+            self._task = self.progress.add_task("training", total=todo, cells=self._cells_text())
+
+    def _cells_text(self) -> str:
+        done = sum(1 for n in self._per_cell.values() if n >= self.seeds)
+        return f"{min(done, self._cells_total)}/{self._cells_total} cells ·"
 
     def trial_done(self, trial: TrialSpec, result: TrialResult) -> None:
         if result.status == "failed":
             self._failed += 1
             self.warn(f"{trial.cell} seed {trial.seed} failed: {result.error}")
+        self._per_cell[trial.cell] = self._per_cell.get(trial.cell, 0) + 1
+        if self._task is not None:
+            self.progress.update(self._task, cells=self._cells_text())  # type: ignore[arg-type]
         if self._task is not None:
             self.progress.advance(self._task)  # type: ignore[arg-type]
 
