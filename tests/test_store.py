@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -851,10 +853,42 @@ def test_processes_starting_together_migrate_once(url: str) -> None:
     for thread in threads:
         thread.join(timeout=120)
     try:
-        assert errors == []
+        assert errors == [], "; ".join(f"{type(exc).__name__}: {exc}" for exc in errors)
         assert len(opened) == 4
         opened[0].record_model_version(ModelVersion("r18", "arch", DIGEST_A, None))
         assert [v.digest for v in opened[3].known_model_versions("r18")] == [DIGEST_A]
+    finally:
+        for store in opened:
+            store.close()
+
+
+def test_opening_a_new_database_waits_while_another_connection_holds_its_lock(tmp_path: Path) -> None:
+    # The first open switches a new file to WAL; SQLite does not wait (busy timeout) for that switch
+    # when another connection holds the lock, it fails at once. Here the other connection is a raw
+    # one, still in rollback-journal mode, that lets go a moment after the open started.
+    path = tmp_path / "monitor.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    opened: list[Store] = []
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            opened.append(Store.open(f"sqlite:///{path}"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=open_store)
+    thread.start()
+    time.sleep(0.3)
+    other.execute("ROLLBACK")
+    other.close()
+    thread.join(timeout=60)
+    try:
+        assert errors == [], "; ".join(f"{type(exc).__name__}: {exc}" for exc in errors)
+        assert len(opened) == 1
+        with opened[0]._reading("read the journal mode") as session:
+            assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     finally:
         for store in opened:
             store.close()

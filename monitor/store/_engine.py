@@ -11,6 +11,8 @@ Every URL that reaches a message is rendered with its password hidden.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,10 @@ WRITE = "pm_write"
 # A run's result is a few thousand rows written in milliseconds; waiting half a minute for the
 # other process's lock is generous, and a longer wait means something is stuck.
 _SQLITE_BUSY_TIMEOUT_S = 30.0
+# Switching a new database file to WAL (see `_enable_wal`) is retried after this pause, doubled each
+# time up to the cap, until the busy timeout is spent.
+_WAL_RETRY_FIRST_S = 0.005
+_WAL_RETRY_MAX_S = 0.25
 # An unreachable PostgreSQL must fail a readiness probe in seconds, not hang it.
 _POSTGRES_CONNECT_TIMEOUT_S = 10
 _HINT = (
@@ -127,11 +133,34 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")  # persistent in the file; a no-op once set
+        _enable_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")  # off by default, per connection
         cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough in WAL mode, far fewer fsyncs
     finally:
         cursor.close()
+
+
+def _enable_wal(cursor: sqlite3.Cursor) -> None:
+    """Put the database in WAL mode: persistent in the file, a plain read once it is set.
+
+    On a new file (still in rollback-journal mode) the switch reads the header and then writes it,
+    and SQLite does not call the busy handler for that read-to-write upgrade (it could deadlock), so
+    the busy timeout does not apply: when another connection is switching or writing at the same
+    moment (a daemon and its workers starting together on a fresh database) it fails at once with
+    SQLITE_BUSY. Retry it, with a growing pause, for as long as the busy timeout would have waited.
+    """
+    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_S
+    pause = _WAL_RETRY_FIRST_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY")
+            if not busy or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, _WAL_RETRY_MAX_S)
 
 
 def _on_sqlite_begin(connection: Connection) -> None:
