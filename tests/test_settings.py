@@ -185,3 +185,8 @@ def test_env_json_errors_name_the_variable(tmp_path, minimal, monkeypatch):
 def test_seeds_must_fit_a_generator(tmp_path, minimal):
     minimal["seeds"] = [0, 2**64]
     assert "seeds[1]" in dict(problems(tmp_path, minimal))
+
+
+def test_an_executor_that_is_not_built_yet_is_a_config_error(tmp_path, minimal):
+    minimal["executor"] = {"kind": "ray"}
+    assert "only 'local' is available" in dict(problems(tmp_path, minimal))["executor.kind"]

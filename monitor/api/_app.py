@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .. import __version__
+from ..pipeline import cell_document
 from ..settings import Settings
 from ..store import RunRecord, Store
 from ..types import ModelScore
@@ -174,20 +175,7 @@ def create_app(
             models.append(
                 RunModelOut(
                     **_score_out(score).model_dump(),
-                    cells=[
-                        CellOut(
-                            task=c.task,
-                            dataset=c.dataset,
-                            snapshot=c.snapshot,
-                            strategy=c.strategy,
-                            score=c.score,
-                            seed_scores=list(c.seed_scores),
-                            status=c.status,
-                            error=c.error,
-                            seconds=c.seconds,
-                        )
-                        for c in cells
-                    ],
+                    cells=[CellOut(**cell_document(c)) for c in cells],  # as run-once --json
                 )
             )
         return RunOut(

@@ -21,6 +21,7 @@ from rich.console import Console
 from .. import __version__
 from ..errors import ConfigError, MonitorError
 from ..settings import DEFAULT_CONFIG_NAME, Settings, find_config, load_settings, parse_duration
+from ..store import Store
 
 __all__ = ["build_parser", "main"]
 
@@ -109,7 +110,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args, err)
         if args.command == "report":
-            from ..store import Store
             from ._report import write_report
 
             settings = _settings(args, err)
@@ -195,14 +195,12 @@ def _serve(args: argparse.Namespace, err: Console) -> int:
     return serve(load_settings(find_config(args.config)))
 
 
-def _deliver_notifications(settings: Settings, err: Console) -> None:
+def _deliver_notifications(settings: Settings, store: Store, err: Console) -> None:
     """Deliver what the run put in the outbox, waiting at most alerts.drain_timeout."""
     if not settings.alerts.notifiers:
         return
     from ..notifiers import Dispatcher, build_notifiers, new_http_client
-    from ..store import Store
 
-    store = Store.open(settings.resolved_database_url)
     client = new_http_client()
     try:
         done = Dispatcher(store, build_notifiers(settings.alerts.notifiers, client)).drain(
@@ -211,7 +209,6 @@ def _deliver_notifications(settings: Settings, err: Console) -> None:
         pending = store.outbox_pending()
     finally:
         client.close()
-        store.close()
     if not done:
         err.print(
             f"[yellow]warning:[/yellow] {pending} notification(s) not delivered within "
@@ -233,14 +230,9 @@ def _build_demo_elsewhere(root: Path) -> None:
 def _run_once(args: argparse.Namespace, out: Console, err: Console) -> int:
     from ..engine import EngineOptions, LocalExecutor
     from ..pipeline import run_document, run_evaluation
-    from ..store import Store
     from ._console import ProgressObserver, render_report
 
     settings = _settings(args, err)
-    if settings.executor.kind != "local":
-        raise ConfigError(
-            [("executor.kind", "only 'local' is available in this release (one worker per device)")]
-        )
     store = Store.open(settings.resolved_database_url)
     executor = LocalExecutor(
         settings.device,
@@ -255,6 +247,8 @@ def _run_once(args: argparse.Namespace, out: Console, err: Console) -> int:
             report = run_evaluation(
                 settings, store, executor, trigger="cli", observer=observer, run_id=run_id
             )
+        executor.close()  # the workers are done: free them before waiting on deliveries
+        _deliver_notifications(settings, store, err)
     except MonitorError as exc:
         if args.json:  # the contract: exactly one document on stdout, also for a failed run
             document = {
@@ -269,7 +263,6 @@ def _run_once(args: argparse.Namespace, out: Console, err: Console) -> int:
     finally:
         executor.close()
         store.close()
-    _deliver_notifications(settings, err)
     if args.json:
         document = run_document(
             report.run_id, report.status, report.seconds, [(m.score, m.cells) for m in report.models]

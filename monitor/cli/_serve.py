@@ -22,7 +22,6 @@ from prometheus_client import CollectorRegistry
 from ..api import create_app
 from ..daemon import Daemon
 from ..engine import EngineOptions, LocalExecutor
-from ..errors import ConfigError
 from ..notifiers import build_notifiers, new_http_client
 from ..settings import Settings
 from ..store import Store
@@ -57,10 +56,6 @@ class _Server(uvicorn.Server):
 
 def serve(settings: Settings, *, feed: Callable[[], None] | None = None, feed_every: float = 180.0) -> int:
     """Run the daemon until SIGTERM/SIGINT; returns the exit code."""
-    if settings.executor.kind != "local":
-        raise ConfigError(
-            [("executor.kind", "only 'local' is available in this release (one worker per device)")]
-        )
     registry = CollectorRegistry(auto_describe=True)
     store = Store.open(settings.resolved_database_url)
     executor = LocalExecutor(
