@@ -457,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--inline", action="store_true", help="run the engine in this process (no worker)")
     parser.add_argument("--batch-finetunes", choices=("auto", "always", "never"), default="auto")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument(
         "--mfu", action="store_true", help="also measure ResNet-50 224 px full fine-tune MFU (GPU)"
     )
@@ -474,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     from monitor.settings import load_settings
 
     settings = load_settings(config)
-    options = EngineOptions(batch_finetunes=args.batch_finetunes)
+    options = EngineOptions(batch_finetunes=args.batch_finetunes, precision=args.precision)
 
     baseline = run_baseline(config, args.device)
     print(f"baseline: {baseline.total:.1f}s")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
 
-from monitor.engine import CellRef, TrialSpec
+from monitor.engine import CellRef, EngineOptions, TrialSpec
 from monitor.engine.training import (
     GroupData,
     activation_feed,
@@ -21,7 +22,10 @@ from monitor.engine.training._batched import finetune_batched
 from monitor.models import load_backbone
 from monitor.settings import ModelSpec, StrategySpec
 
-CPU = runtime_for("cpu")
+# fp32 whatever the CPU: these tests compare paths to float tolerance
+CPU = runtime_for("cpu", EngineOptions(precision="fp32"))
+# the GPUs' numerics (bf16 autocast), on the CPU
+BF16 = runtime_for("cpu", EngineOptions(precision="bf16"))
 
 
 def trial(seed: int, **strategy) -> TrialSpec:
@@ -55,26 +59,49 @@ def resnet(tmp_path_factory):
     return backbone, master
 
 
-def _params_after(backbone, master, data, t, **kw) -> tuple[float, dict]:
-    result = finetune(backbone, master, data, t, "accuracy", CPU, **kw)
+def _params_after(backbone, master, data, t, runtime=CPU, **kw) -> tuple[float, dict]:
+    result = finetune(backbone, master, data, t, "accuracy", runtime, **kw)
     return result.score, {k: v.clone() for k, v in backbone.module.state_dict().items()}
 
 
+@pytest.mark.parametrize("runtime", [CPU, BF16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("blocks", [1, 2])
-def test_partial_from_cached_activations_equals_plain_partial(resnet, blocks):
+def test_partial_from_cached_activations_equals_plain_partial(resnet, blocks, runtime):
     backbone, master = resnet
     data = random_data(32)
     chain = find_chain(backbone, 32)
     assert chain is not None
-    feed = activation_feed(backbone, chain, data, blocks, CPU)
+    feed = activation_feed(backbone, chain, data, blocks, runtime)
     assert feed is not None and feed.kind == "activations"
     assert feed.train.shape[1] == (256 if blocks == 1 else 128)  # the input of layer4 (or layer3)
+    if runtime.autocast_dtype is not None:
+        assert feed.train.dtype == torch.bfloat16  # half the memory of fp32 activations
     t = trial(0, mode="partial", trainable_blocks=blocks, lr=0.05)
-    plain_score, plain = _params_after(backbone, master, data, t)
-    cached_score, cached = _params_after(backbone, master, data, t, feed=feed)
+    plain_score, plain = _params_after(backbone, master, data, t, runtime)
+    cached_score, cached = _params_after(backbone, master, data, t, runtime, feed=feed)
     assert cached_score == plain_score
+    # Under autocast both paths round the same ops to bf16 (the cache stores the very tensor the
+    # plain forward computes), so they agree as closely as in fp32.
     for key, value in plain.items():
         torch.testing.assert_close(cached[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_bf16_fine_tunes_track_fp32_ones(resnet):
+    """bf16 autocast (the GPUs' numerics, and the CPU's where it has bf16 instructions) trains
+    the same model as fp32 up to rounding: the weights move the same way."""
+    backbone, master = resnet
+    data = random_data(32)
+    for strategy in ({"mode": "full", "lr": 0.002}, {"mode": "partial", "trainable_blocks": 1, "lr": 0.01}):
+        t = trial(0, **strategy)
+        fp32_score, fp32 = _params_after(backbone, master, data, t, CPU)
+        bf16_score, bf16 = _params_after(backbone, master, data, t, BF16)
+        moved = [k for k in master if master[k].is_floating_point() and not torch.equal(fp32[k], master[k])]
+        assert moved
+        a = torch.cat([(fp32[k] - master[k]).flatten() for k in moved])
+        b = torch.cat([(bf16[k] - master[k]).flatten() for k in moved])
+        assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.9, strategy
+        assert float(b.norm()) == pytest.approx(float(a.norm()), rel=0.1), strategy
+        assert abs(bf16_score - fp32_score) <= 2 / 12 + 1e-9
 
 
 @pytest.mark.parametrize(
@@ -109,7 +136,8 @@ def test_chain_detection_reproduces_the_model_or_declines(tmp_path, name, size, 
     ],
     ids=["full-sgd", "full-adamw", "partial-sgd"],
 )
-def test_stacked_fine_tunes_equal_looped_ones(resnet, strategy):
+@pytest.mark.parametrize("runtime", [CPU, BF16], ids=["fp32", "bf16"])
+def test_stacked_fine_tunes_equal_looped_ones(resnet, strategy, runtime):
     backbone, master = resnet
     data = random_data(32)
     # Small learning rates: at large ones training on random data is chaotic, and the (legitimate)
@@ -122,11 +150,14 @@ def test_stacked_fine_tunes_equal_looped_ones(resnet, strategy):
     ]
     feed = image_feed(backbone, data)
     if strategy["mode"] == "partial":
-        feed = activation_feed(backbone, find_chain(backbone, 32), data, 1, CPU)
-    batched = finetune_batched(backbone, master, data, trials, "accuracy", CPU, feed=feed)
+        feed = activation_feed(backbone, find_chain(backbone, 32), data, 1, runtime)
+    batched = finetune_batched(backbone, master, data, trials, "accuracy", runtime, feed=feed)
     assert [r.key for r in batched] == [t.key for t in trials]
     for t, stacked in zip(trials, batched, strict=True):
-        looped = finetune(backbone, master, data, t, "accuracy", CPU, feed=feed)
+        # On the CPU stacks train in fp32 whatever the precision (autocast under vmap is
+        # partial there): a bf16 runtime's stack must equal the fp32 loop.
+        fp32_feed = dataclasses.replace(feed, train=feed.train.float(), test=feed.test.float())
+        looped = finetune(backbone, master, data, t, "accuracy", CPU, feed=fp32_feed)
         assert stacked.status == looped.status == "ok"
         # AdamW normalises each update, so float noise in near-zero gradients becomes lr-sized
         # steps: its tolerance is wider (a wrong lr, init or data order is off by far more).

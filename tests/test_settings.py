@@ -190,3 +190,13 @@ def test_seeds_must_fit_a_generator(tmp_path, minimal):
 def test_an_executor_that_is_not_built_yet_is_a_config_error(tmp_path, minimal):
     minimal["executor"] = {"kind": "ray"}
     assert "only 'local' is available" in dict(problems(tmp_path, minimal))["executor.kind"]
+
+
+def test_precision_is_auto_fp32_or_bf16(tmp_path, minimal, monkeypatch):
+    assert load(tmp_path, minimal).executor.precision == "auto"
+    minimal["executor"] = {"precision": "fp16"}
+    message = dict(problems(tmp_path, minimal))["executor.precision"]
+    assert "'auto', 'fp32' or 'bf16'" in message
+    monkeypatch.setenv("PM_EXECUTOR__PRECISION", "fp32")
+    minimal["executor"] = {}
+    assert load(tmp_path, minimal).executor.precision == "fp32"

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from monitor.engine import CellRef, TrialSpec
+from monitor.engine import CellRef, EngineOptions, TrialSpec
 from monitor.engine.training import (
     GroupData,
     cosine_factor,
@@ -24,7 +24,8 @@ from monitor.models import load_backbone
 from monitor.settings import ModelSpec, StrategySpec
 from tests._workspace import write_tiny_cnn
 
-CPU = runtime_for("cpu")
+# fp32 whatever the CPU: these tests compare paths to float tolerance
+CPU = runtime_for("cpu", EngineOptions(precision="fp32"))
 
 
 def trial(name: str, seed: int, **strategy) -> TrialSpec:
@@ -257,3 +258,39 @@ def test_a_diverging_finetune_is_scored_as_it_is(tiny):
     result = finetune(backbone, master, data, trial("f", 0, mode="full", lr=1e12, epochs=3), "accuracy", CPU)
     assert result.status == "diverged"
     assert result.score is not None and 0.0 <= result.score <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("precision", "native", "expected"),
+    [
+        ("auto", True, torch.bfloat16),
+        ("auto", False, None),
+        ("fp32", True, None),
+        ("bf16", False, torch.bfloat16),
+    ],
+)
+def test_cpu_precision_follows_the_setting_and_the_hardware(monkeypatch, precision, native, expected):
+    from monitor.engine.training import _device
+
+    monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda: native)
+    assert runtime_for("cpu", EngineOptions(precision=precision)).autocast_dtype == expected
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
+    from monitor.engine.training import _device
+
+    flags = tmp_path / "cpuinfo"
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        return real_open(flags if path == "/proc/cpuinfo" else path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    flags.write_text("processor : 0\nflags : fpu avx2 avx512f avx512bw\n")  # AVX-512 alone emulates bf16
+    assert not _device.cpu_has_native_bf16()
+    flags.write_text("processor : 0\nflags : fpu avx2 avx512f avx512_bf16\n")  # Zen 4, Cooper Lake
+    assert _device.cpu_has_native_bf16()
+    flags.write_text("processor : 0\nflags : fpu amx_bf16 amx_tile\n")  # Sapphire Rapids
+    assert _device.cpu_has_native_bf16()
+    flags.unlink()  # no /proc (not Linux): fp32
+    assert not _device.cpu_has_native_bf16()

@@ -47,14 +47,19 @@ _START_TIMEOUT = 300.0  # importing torch (and CUDA init) on a cold, busy machin
 
 @dataclasses.dataclass(frozen=True)
 class EngineOptions:
-    """Execution choices that do not change results (so they are not part of any trial key)."""
+    """Execution choices that change results at most by rounding (so they are not in any trial key)."""
 
     batch_finetunes: str = "auto"  # auto | always | never
     compile: bool = False
+    precision: str = "auto"  # auto | fp32 | bf16
 
     @classmethod
     def from_settings(cls, executor: Any) -> EngineOptions:
-        return cls(batch_finetunes=executor.batch_finetunes, compile=executor.compile)
+        return cls(
+            batch_finetunes=executor.batch_finetunes,
+            compile=executor.compile,
+            precision=executor.precision,
+        )
 
 
 class Executor(Protocol):

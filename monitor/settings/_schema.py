@@ -108,6 +108,11 @@ class ExecutorSettings(_Strict):
     # torch.compile the training forward (compiled once per architecture and input shape); pays
     # off for long grids on GPUs, costs a compile per model version.
     compile: bool = False
+    # Numeric precision of training and feature extraction. "auto": bf16 autocast where the
+    # hardware computes bf16 natively (CUDA GPUs with bf16 support; CPUs with AVX512-BF16 or
+    # AMX), fp32 elsewhere. "fp32" forces full precision everywhere (slower, bit-closer to a
+    # plain PyTorch loop); "bf16" forces autocast even where bf16 is emulated.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     # On SIGTERM the running fine-tune may finish within this time; then it is abandoned (and
     # redone when the interrupted run resumes at the next start).
     shutdown_grace: Seconds = 30.0

@@ -10,6 +10,7 @@ against looped training).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -43,6 +44,10 @@ def finetune_batched(
 ) -> list[TrialResult]:
     """Train `trials` (one schedule) as one stack of models; one result per trial, in order."""
     start = time.perf_counter()
+    if runtime.device.type == "cpu" and runtime.autocast_dtype is not None:
+        # On the CPU, autocast is applied only to some ops under vmap (matmul decomposes past
+        # it), so a "bf16" stack would train in a mix of precisions: stacks train in fp32 there.
+        runtime = dataclasses.replace(runtime, autocast_dtype=None)
     strategy = trials[0].strategy
     heads, device = len(trials), runtime.device
     backbone.module.load_state_dict(master)
@@ -87,31 +92,38 @@ def finetune_batched(
     step_fn = vmap(
         grad_and_value(loss_of, argnums=(0, 1, 2)), in_dims=(0, 0, 0, 0, 0, 0), randomness="different"
     )
-    n = data.train_y.shape[0]
-    batch = min(strategy.batch_size, n)
-    total = strategy.epochs * math.ceil(n / batch)
-    active = torch.ones(heads, dtype=torch.bool, device=device)
-    ever_bad = torch.zeros(heads, dtype=torch.bool, device=device)
-    step = 0
-    loss = torch.zeros(heads, device=device)
-    for _ in range(strategy.epochs):
-        order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
-        for begin in range(0, n, batch):
-            idx = order[:, begin : begin + batch]  # [H, B]
-            x = feed.prepare(feed.train[idx.reshape(-1)])
-            x = x.reshape(heads, -1, *x.shape[1:])
-            (grads, loss) = step_fn(stacked, head_w, head_b, moving, x, data.train_y[idx])
-            (g_params, g_w, g_b) = grads
-            for name, p in stacked.items():
-                p.grad = g_params[name]
-            head_w.grad, head_b.grad = g_w, g_b
-            finite = torch.isfinite(loss)
-            ever_bad |= ~finite
-            active &= finite
-            optimizer.step(cosine_factor(step, total), active)
-            step += 1
-    scores = _evaluate(net, shared, stacked, moving, head_w, head_b, feed, data, metric, runtime)
-    set_trainable(backbone, "frozen", None)
+    hooks = _float_batchnorm_inputs(net) if runtime.autocast_dtype is not None else []
+    try:
+        n = data.train_y.shape[0]
+        batch = min(strategy.batch_size, n)
+        total = strategy.epochs * math.ceil(n / batch)
+        active = torch.ones(heads, dtype=torch.bool, device=device)
+        ever_bad = torch.zeros(heads, dtype=torch.bool, device=device)
+        step = 0
+        loss = torch.zeros(heads, device=device)
+        for _ in range(strategy.epochs):
+            order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
+            for begin in range(0, n, batch):
+                idx = order[:, begin : begin + batch]  # [H, B]
+                # .float(): activations may be cached in bf16, and under vmap autocast does not
+                # cast an unbatched bf16 input for batched fp32 weights (exact: bf16 -> fp32 -> bf16)
+                x = feed.prepare(feed.train[idx.reshape(-1)]).float()
+                x = x.reshape(heads, -1, *x.shape[1:])
+                (grads, loss) = step_fn(stacked, head_w, head_b, moving, x, data.train_y[idx])
+                (g_params, g_w, g_b) = grads
+                for name, p in stacked.items():
+                    p.grad = g_params[name]
+                head_w.grad, head_b.grad = g_w, g_b
+                finite = torch.isfinite(loss)
+                ever_bad |= ~finite
+                active &= finite
+                optimizer.step(cosine_factor(step, total), active)
+                step += 1
+        scores = _evaluate(net, shared, stacked, moving, head_w, head_b, feed, data, metric, runtime)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        set_trainable(backbone, "frozen", None)
     each = (time.perf_counter() - start) / heads
     diverged = ever_bad.tolist()
     losses = loss.detach().float().tolist()
@@ -131,6 +143,25 @@ def finetune_batched(
             },
         )
         for h, t in enumerate(trials)
+    ]
+
+
+def _float_batchnorm_inputs(net: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+    """Under autocast, hand BatchNorm fp32 inputs.
+
+    Plain autocast gives BatchNorm a bf16 input with fp32 statistics, which the eager kernels
+    accept; vmap's batching rule for per-model statistics does not ("expected scalar type
+    BFloat16 but found Float", seen on the CPU). BatchNorm computes in fp32 either way, and the
+    next convolution casts back to bf16.
+    """
+
+    def to_float(module: nn.Module, args: tuple[object, ...]) -> tuple[object, ...]:
+        return tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+    return [
+        m.register_forward_pre_hook(to_float)
+        for m in net.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
     ]
 
 
@@ -157,7 +188,7 @@ def _evaluate(
     run = vmap(logits_of, in_dims=(0, 0, 0, 0, None))
     predictions = []
     for begin in range(0, data.test_y.shape[0], runtime.eval_batch):
-        x = feed.prepare(feed.test[begin : begin + runtime.eval_batch])
+        x = feed.prepare(feed.test[begin : begin + runtime.eval_batch]).float()
         logits = run({k: v.detach() for k, v in stacked.items()}, moving, head_w.detach(), head_b.detach(), x)
         predictions.append(torch.nan_to_num(logits, nan=0.0).argmax(dim=2))
     scores = score_predictions(metric, torch.cat(predictions, dim=1), data.test_y, data.num_classes)
