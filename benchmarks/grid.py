@@ -438,6 +438,52 @@ def measure_mfu(device: str, *, images: int = 2048, batch: int = 256, epochs: in
     }
 
 
+# -- memory of linear heads -------------------------------------------------------------------
+
+
+def linear_heads_memory(heads: int, *, n: int = 20000, dim: int = 512, classes: int = 10) -> dict[str, float]:
+    """Peak memory (MiB) that training `heads` linear trials adds on top of their shared features.
+
+    Run in a fresh process per call (`_memory_child`), so each peak (VmHWM) is its own.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(_memory_child, (heads, n, dim, classes))
+
+
+def _memory_child(heads: int, n: int, dim: int, classes: int) -> dict[str, float]:
+    from monitor.engine import CellRef, TrialSpec
+    from monitor.engine.training import train_linear_heads
+    from monitor.settings import StrategySpec
+
+    def peak() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, dim, generator=g), torch.randint(0, classes, (n,), generator=g)
+    tx, ty = torch.randn(2000, dim, generator=g), torch.randint(0, classes, (2000,), generator=g)
+    trials = [
+        TrialSpec(
+            f"k{h}",
+            CellRef("m", "t", "d", f"lr{h}"),
+            h,
+            StrategySpec(name=f"lr{h}", mode="linear", lr=0.1 / (1 + h), epochs=1, batch_size=32),
+        )
+        for h in range(heads)
+    ]
+    train_linear_heads(x[:64], y[:64], tx[:64], ty[:64], classes, trials[:1], "accuracy")  # warm-up
+    before = peak()
+    train_linear_heads(x, y, tx, ty, classes, trials, "accuracy")
+    # each head: weights, gradient and momentum [C, D] + [C]; its data order [N] (int64)
+    per_head = (3 * (classes * dim + classes) * 4 + n * 8) / 2**20
+    return {"heads": heads, "added_mib": peak() - before, "heads_state_mib": per_head * heads}
+
+
 # -- report -----------------------------------------------------------------------------------
 
 
@@ -521,6 +567,15 @@ def main(argv: list[str] | None = None) -> int:
         f"peak memory: baseline process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "
         f"engine {'process' if args.inline else 'worker'} {engine.peak_rss_mib:.0f} MiB (max RSS)"
     )
+    memory = [linear_heads_memory(h) for h in (6, 96)]
+    print(
+        "memory that linear heads add over 20000 shared 512-d features (39 MiB, 10 classes): "
+        + ", ".join(
+            f"{m['heads']:.0f} heads +{m['added_mib']:.0f} MiB (weights, gradients, momentum and data "
+            f"order: {m['heads_state_mib']:.0f} MiB)"
+            for m in memory
+        )
+    )
     figures: dict[str, Any] = {
         "device": args.device,
         "size": args.size,
@@ -534,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         "new_snapshot_s": engine.new_snapshot,
         "new_snapshot_trials": engine.new_snapshot_trials,
         "max_cell_score_difference": diffs[worst],
+        "linear_heads_memory": memory,
     }
     if args.mfu:
         if not args.device.startswith("cuda"):

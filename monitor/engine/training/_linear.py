@@ -109,9 +109,12 @@ def _train_stack(
     active = torch.ones(heads, dtype=torch.bool, device=device)
     loss = torch.zeros(heads, device=device)
     step = 0
+    order_cpu = torch.empty(heads, n, dtype=torch.long)  # [H, N]: the one per-head buffer of size N
     for _ in range(strategy.epochs):
         # Data order is drawn on the CPU from each head's own generator: identical on every device.
-        order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)  # [H, N]
+        for h, g in enumerate(generators):
+            torch.randperm(n, generator=g, out=order_cpu[h])
+        order = order_cpu.to(device)
         for begin in range(0, n, batch):
             idx = order[:, begin : begin + batch]  # [H, B]
             logits = torch.baddbmm(bias[:, None, :], x[idx], weight.transpose(1, 2))  # [H, B, C]
