@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The GPU checks, as one short script for a machine with a CUDA GPU and a python3 that has torch,
-# torchvision, scikit-learn, pillow, numpy and pyyaml (the rest can come as wheels in ./.whl):
+# The GPU checks as one short script, for a machine with a CUDA GPU and a python3 that has torch,
+# torchvision, scikit-learn, pillow, numpy, pyyaml and pytest. The rest (pydantic,
+# pydantic-settings, SQLAlchemy, Alembic, APScheduler, ...) can come as wheels in ./.whl:
 #
-#   bash benchmarks/device_check.sh            # figures and logs go to $OUT (default ./device-out)
+#   bash benchmarks/device_check.sh      # from the repository root; logs and figures go to $OUT
 #
-# 1. the GPU tests (tests/test_gpu.py) and the fast-path tests, on the GPU's torch;
-# 2. the grid benchmark on cuda: engine vs the seed-style loop, plus ResNet-50 224 px MFU;
-# 3. the same grid at 4x the images, where a GPU's batching has room to show.
+# 1. the GPU tests (tests/test_gpu.py);
+# 2. the grid benchmark on cuda: the engine against the seed-style loop, plus ResNet-50 224 px MFU;
+# 3. the same grid with 4x the images, where a GPU's batching has room to show.
+# Each step has its own time limit (all together under 8 minutes); the exit status is 1 when any
+# step failed or ran out of time, and $OUT/status.txt says which.
 set -uo pipefail
 OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
@@ -21,7 +24,16 @@ fi
     python3 -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__)'
 } 2>&1 | tee "$OUT/machine.txt"
 
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_fast_paths.py \
-    2>&1 | tee "$OUT/tests.txt"
-timeout 200 python3 -m benchmarks.grid --device cuda --mfu --json "$OUT/grid.json" 2>&1 | tee "$OUT/grid.txt"
-timeout 150 python3 -m benchmarks.grid --device cuda --size 4 --json "$OUT/grid4.json" 2>&1 | tee "$OUT/grid4.txt"
+failed=0
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.txt, record the status
+    local name=$1 limit=$2
+    shift 2
+    timeout -k 10 "$limit" "$@" 2>&1 | tee "$OUT/$name.txt"
+    local rc=${PIPESTATUS[0]}
+    echo "$name rc=$rc" | tee -a "$OUT/status.txt"
+    [ "$rc" -eq 0 ] || failed=1
+}
+step tests 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
+step grid 180 python3 -m benchmarks.grid --device cuda --mfu --json "$OUT/grid.json"
+step grid4 120 python3 -m benchmarks.grid --device cuda --size 4 --json "$OUT/grid4.json"
+exit $failed

@@ -567,15 +567,17 @@ def main(argv: list[str] | None = None) -> int:
         f"peak memory: baseline process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "
         f"engine {'process' if args.inline else 'worker'} {engine.peak_rss_mib:.0f} MiB (max RSS)"
     )
-    memory = [linear_heads_memory(h) for h in (6, 96)]
-    print(
-        "memory that linear heads add over 20000 shared 512-d features (39 MiB, 10 classes): "
-        + ", ".join(
-            f"{m['heads']:.0f} heads +{m['added_mib']:.0f} MiB (weights, gradients, momentum and data "
-            f"order: {m['heads_state_mib']:.0f} MiB)"
-            for m in memory
+    # measured on the CPU (peak RSS of a fresh process); on a GPU the figure would not be the GPU's
+    memory = [linear_heads_memory(h) for h in (6, 96)] if args.device == "cpu" else []
+    if memory:
+        print(
+            "memory that linear heads add over 20000 shared 512-d features (39 MiB, 10 classes): "
+            + ", ".join(
+                f"{m['heads']:.0f} heads +{m['added_mib']:.0f} MiB (weights, gradients, momentum and data "
+                f"order: {m['heads_state_mib']:.0f} MiB)"
+                for m in memory
+            )
         )
-    )
     figures: dict[str, Any] = {
         "device": args.device,
         "size": args.size,

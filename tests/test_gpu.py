@@ -120,6 +120,8 @@ def test_stacked_fine_tunes_equal_looped_ones_on_the_gpu(resnet, strategy):
         feed = activation_feed(backbone, find_chain(backbone, 32), data, 1, gpu)
         assert feed is not None and feed.train.dtype == torch.bfloat16
     stacked = finetune_batched(backbone, master, data, trials, "accuracy", gpu, feed=feed)
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in backbone.module.modules())
+    assert all(r.details["models_batched"] == 2 for r in stacked)  # it stacked: no fallback
     for t, result in zip(trials, stacked, strict=True):
         looped = finetune(backbone, master, data, t, "accuracy", gpu, feed=feed)
         assert result.status == looped.status == "ok"

@@ -109,9 +109,10 @@ class ExecutorSettings(_Strict):
     # off for long grids on GPUs, costs a compile per model version.
     compile: bool = False
     # Numeric precision of training and feature extraction. "auto": bf16 autocast where the
-    # hardware computes bf16 natively (CUDA GPUs with bf16 support; CPUs with AVX512-BF16 or
-    # AMX), fp32 elsewhere. "fp32" forces full precision everywhere (slower, bit-closer to a
-    # plain PyTorch loop); "bf16" forces autocast even where bf16 is emulated.
+    # hardware computes bf16 natively (GPUs of compute capability 8.0 and newer; CPUs with
+    # AVX512-BF16 or AMX), fp32 elsewhere. "fp32" forces full precision everywhere (slower,
+    # closer to a plain PyTorch loop); "bf16" forces autocast even where bf16 is emulated (slow
+    # on CPUs; older GPUs may lack bf16 kernels). Stacked fine-tunes train in fp32 on CPUs.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     # On SIGTERM the running fine-tune may finish within this time; then it is abandoned (and
     # redone when the interrupted run resumes at the next start).

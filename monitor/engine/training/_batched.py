@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
+from torch.utils.hooks import RemovableHandle
 
 from ...models import Backbone
 from ...types import TrialResult
@@ -92,7 +93,7 @@ def finetune_batched(
     step_fn = vmap(
         grad_and_value(loss_of, argnums=(0, 1, 2)), in_dims=(0, 0, 0, 0, 0, 0), randomness="different"
     )
-    hooks = _float_batchnorm_inputs(net) if runtime.autocast_dtype is not None else []
+    hooks = _float_batchnorm_inputs(net, runtime.autocast_dtype) if runtime.autocast_dtype is not None else []
     try:
         n = data.train_y.shape[0]
         batch = min(strategy.batch_size, n)
@@ -146,22 +147,24 @@ def finetune_batched(
     ]
 
 
-def _float_batchnorm_inputs(net: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
-    """Under autocast, hand BatchNorm fp32 inputs.
+def _float_batchnorm_inputs(net: nn.Module, dtype: torch.dtype) -> list[RemovableHandle]:
+    """Under autocast, BatchNorm gets an fp32 input and hands back `dtype`, as in the loop.
 
     Plain autocast gives BatchNorm a bf16 input with fp32 statistics, which the eager kernels
     accept; vmap's batching rule for per-model statistics does not ("expected scalar type
-    BFloat16 but found Float", seen on the CPU). BatchNorm computes in fp32 either way, and the
-    next convolution casts back to bf16.
+    BFloat16 but found Float"). BatchNorm computes in fp32 either way; casting its output back
+    keeps the activations that follow (and those saved for backward) in bf16, like the loop's.
     """
 
     def to_float(module: nn.Module, args: tuple[object, ...]) -> tuple[object, ...]:
         return tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
 
-    return [
-        m.register_forward_pre_hook(to_float)
-        for m in net.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    def back(module: nn.Module, args: tuple[object, ...], output: torch.Tensor) -> torch.Tensor:
+        return output.to(dtype)
+
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return [m.register_forward_pre_hook(to_float) for m in norms] + [
+        m.register_forward_hook(back) for m in norms
     ]
 
 

@@ -36,7 +36,7 @@ class Runtime:
     """Device-dependent execution choices, decided once per worker (nanoGPT style)."""
 
     device: torch.device
-    autocast_dtype: torch.dtype | None  # bf16 on GPUs; None = plain fp32
+    autocast_dtype: torch.dtype | None  # bf16 where the hardware has it (executor.precision); None = fp32
     channels_last: bool
     eval_batch: int  # images per forward pass when no gradient is needed
     batch_finetunes: bool = False  # stack partial/full trials of one schedule with torch.func
@@ -58,7 +58,8 @@ def runtime_for(device: str, options: EngineOptions | None = None) -> Runtime:
         torch.backends.cudnn.benchmark = True  # fixed shapes within a work group: autotune once
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        # bf16 tensor cores: compute capability 8.0 (Ampere) and newer, and ROCm's GPUs
+        native = torch.version.hip is not None or torch.cuda.get_device_capability(dev) >= (8, 0)
         return Runtime(
             dev,
             _autocast_dtype(options.precision, native),
