@@ -3,6 +3,7 @@
     python -m benchmarks.grid                     # the reference grid on this machine's device
     python -m benchmarks.grid --size 2            # twice the images per class
     python -m benchmarks.grid --mfu               # + ResNet-50 at 224 px full fine-tune MFU (GPU)
+    python -m benchmarks.grid --mfu-compile       # + the same under torch.compile (GPU)
     python -m benchmarks.grid --json out.json     # also write the figures as JSON
 
 The reference grid is built from real data: scikit-learn's handwritten digits, upscaled, written
@@ -380,12 +381,18 @@ class _Quiet:
 # -- MFU on a GPU -----------------------------------------------------------------------------
 
 
-def measure_mfu(device: str, *, images: int = 2048, batch: int = 256, epochs: int = 2) -> dict[str, Any]:
-    """ResNet-50 at 224 px, full fine-tune through the engine's training code, bf16 on the GPU."""
+def measure_mfu(
+    device: str, *, images: int = 2048, batch: int = 256, epochs: int = 2, compile: bool = False
+) -> dict[str, Any]:
+    """ResNet-50 at 224 px, full fine-tune through the engine's training code, bf16 on the GPU.
+
+    `compile`: the forward under torch.compile, as `executor.compile: true` runs it (the first
+    call, untimed, compiles).
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     from monitor.engine import CellRef, TrialSpec
-    from monitor.engine.training import GroupData, finetune, runtime_for
+    from monitor.engine.training import GroupData, finetune, image_feed, runtime_for
     from monitor.models import Backbone
     from monitor.models._surgery import drop_head, find_stages
     from monitor.settings import StrategySpec
@@ -418,10 +425,13 @@ def measure_mfu(device: str, *, images: int = 2048, batch: int = 256, epochs: in
         F.cross_entropy(head(module(x)).float(), data.train_y[:batch]).backward()
     step_flops = counter.get_total_flops()
     module.zero_grad(set_to_none=True)
-    finetune(backbone, master, data, trial, "accuracy", runtime)  # warm-up: cudnn autotuning
+    feed = image_feed(backbone, data)
+    if compile:
+        feed.forward = torch.compile(module)  # type: ignore[assignment]
+    finetune(backbone, master, data, trial, "accuracy", runtime, feed=feed)  # warm-up: autotuning
     torch.cuda.synchronize()
     start = time.perf_counter()
-    finetune(backbone, master, data, trial, "accuracy", runtime)
+    finetune(backbone, master, data, trial, "accuracy", runtime, feed=feed)
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     steps = epochs * math.ceil(images / batch)
@@ -434,6 +444,7 @@ def measure_mfu(device: str, *, images: int = 2048, batch: int = 256, epochs: in
         "achieved_tflops": achieved / 1e12,
         "peak_tflops": peak / 1e12 if peak else None,
         "mfu": achieved / peak if peak else None,
+        "compiled": compile,
         "note": "includes the evaluation pass on 256 test images and per-epoch syncs",
     }
 
@@ -506,6 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument(
         "--mfu", action="store_true", help="also measure ResNet-50 224 px full fine-tune MFU (GPU)"
+    )
+    parser.add_argument(
+        "--mfu-compile", action="store_true", help="also measure that MFU with torch.compile (GPU)"
     )
     parser.add_argument("--workdir", type=Path, default=None, help="keep the workspace here")
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this file")
@@ -593,16 +607,22 @@ def main(argv: list[str] | None = None) -> int:
         "max_cell_score_difference": diffs[worst],
         "linear_heads_memory": memory,
     }
-    if args.mfu:
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    if args.mfu or args.mfu_compile:
         if not args.device.startswith("cuda"):
             print("MFU: needs a CUDA device (skipped)")
         else:
-            mfu = measure_mfu(args.device)
-            figures["mfu"] = mfu
-            print(
-                f"ResNet-50 224 px full fine-tune, bf16: {mfu['images_per_second']:.0f} img/s, "
-                f"{mfu['achieved_tflops']:.0f} TFLOP/s" + (f", MFU {mfu['mfu']:.1%}" if mfu["mfu"] else "")
-            )
+            for compiled in [False] * args.mfu + [True] * args.mfu_compile:
+                mfu = measure_mfu(args.device, compile=compiled)
+                figures["mfu_compiled" if compiled else "mfu"] = mfu
+                print(
+                    f"ResNet-50 224 px full fine-tune, bf16{', compiled' if compiled else ''}: "
+                    f"{mfu['images_per_second']:.0f} img/s, {mfu['achieved_tflops']:.0f} TFLOP/s"
+                    + (f", MFU {mfu['mfu']:.1%}" if mfu["mfu"] else "")
+                )
+                if args.json:  # written as it goes: a later step that fails keeps these figures
+                    args.json.write_text(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

@@ -20,6 +20,7 @@ class Recorder:
     def __init__(self) -> None:
         self.warnings: list[str] = []
         self.trials = 0
+        self.results: list = []
 
     def stage(self, text: str) -> None:
         pass
@@ -32,6 +33,7 @@ class Recorder:
 
     def trial_done(self, trial, result) -> None:
         self.trials += 1
+        self.results.append(result)
 
 
 @pytest.fixture()
@@ -250,3 +252,31 @@ def test_a_rejection_depends_on_the_protocol_that_caused_it(workspace):
     report, recorder, _ = evaluate(root, config)
     assert not any("rejected" in w for w in recorder.warnings), recorder.warnings
     assert {c.status for c in report.models[0].cells if c.dataset == "b"} == {"ok"}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_each_stored_trial_says_where_and_in_what_precision_it_ran(workspace, precision):
+    from monitor.engine import EngineOptions
+
+    root, config = workspace
+    executor = InlineExecutor("cpu", EngineOptions(precision=precision, batch_finetunes="never"))
+    _, recorder, store = evaluate(root, config, executor)
+    stored = store.find_trials([r.key for r in recorder.results])
+    store.close()
+    assert len(stored) == len(recorder.results) > 0
+    for result in stored.values():
+        assert result.details["device"] == "cpu"
+        assert result.details["precision"] == precision
+
+
+def test_a_stacked_cpu_trial_records_that_it_trained_in_fp32(workspace):
+    from monitor.engine import EngineOptions
+
+    root, config = workspace
+    executor = InlineExecutor("cpu", EngineOptions(precision="bf16", batch_finetunes="always"))
+    _, recorder, store = evaluate(root, config, executor)
+    store.close()
+    stacked = [r for r in recorder.results if "models_batched" in r.details]
+    assert stacked and all(r.details["precision"] == "fp32" for r in stacked)
+    linear = [r for r in recorder.results if "heads_batched" in r.details]
+    assert linear and all(r.details["precision"] == "bf16" for r in linear)

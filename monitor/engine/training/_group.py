@@ -82,6 +82,9 @@ def run_group(
     """
     runtime = runtime_for(device, options)
     cache = cache or _DEFAULT_CACHE
+    # Where and how each result was computed, kept with it (neither is part of the trial key).
+    stamp = {"device": str(runtime.device), "precision": "bf16" if runtime.autocast_dtype else "fp32"}
+    emit = _stamping(emit, stamp)
     backbone, chain = cache.get(group, runtime)
     data = GroupData.load(group.data, group.model.normalize, runtime)
     metric = group.task.metric
@@ -144,6 +147,18 @@ def run_group(
                     emit(("result", _run_finetune(backbone, master, data, trial, metric, runtime, feed)))
         finally:
             backbone.module.load_state_dict(master)  # the cached model must stay the deployed one
+
+
+def _stamping(emit: Emit, stamp: dict[str, str]) -> Emit:
+    """`emit` that adds `stamp` to the details of every trial that ran (a path may set its own)."""
+
+    def stamped(message: tuple[Any, ...]) -> None:
+        if message[0] == "result" and message[1].status != "failed":
+            result: TrialResult = message[1]
+            message = ("result", dataclasses.replace(result, details={**stamp, **result.details}))
+        emit(message)
+
+    return stamped
 
 
 def _features_with_retry(
