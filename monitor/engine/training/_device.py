@@ -69,8 +69,8 @@ def runtime_for(device: str, options: EngineOptions | None = None) -> Runtime:
             compile=options.compile,
         )
     # Measured on a 2-core AVX512-BF16 CPU (ResNet-18, batch 32): bf16 autocast takes a full
-    # fine-tune step from 203 to 120 ms at 64 px and a last-stage step from 51 to 44 ms; at 32 px
-    # it is a wash (61 vs 58 ms). channels_last was slower for training at both sizes.
+    # fine-tune step from about 190 to about 130 ms at 64 px and a last-stage step from 51 to 44 ms;
+    # at 32 px it is a wash (61 vs 58 ms). channels_last was slower for training at both sizes.
     return Runtime(
         dev,
         _autocast_dtype(options.precision, cpu_has_native_bf16()),
