@@ -153,6 +153,6 @@ def test_the_engine_runs_a_grid_on_the_gpu(tmp_path):
             again = run_evaluation(settings, store, executor, trigger="cli")
     finally:
         store.close()
-    assert first.status == "ok", [(c.strategy, c.status) for c in first.models[0].cells]
+    assert first.status == "completed", [(c.strategy, c.status) for c in first.models[0].cells]
     assert all(len(c.seed_scores) == 2 for c in first.models[0].cells)
     assert again.trials_run == 0
