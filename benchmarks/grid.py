@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import resource
@@ -339,16 +340,16 @@ def run_engine(settings: Settings, *, inline: bool, options: EngineOptions) -> E
 
 
 def _worker_peak_rss(executor: object) -> float:
-    """Peak resident memory (MiB) of the executor's worker, from /proc (Linux)."""
-    workers = getattr(executor, "_workers", [])
-    for worker in workers:
+    """Peak resident memory (MiB) of the executor's workers together, from /proc (Linux)."""
+    total = 0.0
+    for worker in getattr(executor, "_workers", []):
         try:
             for line in Path(f"/proc/{worker.process.pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
+                    total += int(line.split()[1]) / 1024
         except OSError:
-            pass
-    return float("nan")
+            return float("nan")
+    return total or float("nan")
 
 
 def _publish_new_snapshot(settings: Settings) -> None:
@@ -516,6 +517,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-finetunes", choices=("auto", "always", "never"), default="auto")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument(
+        "--cpu-workers",
+        type=int,
+        default=0,
+        help="override executor.cpu_workers (default: the setting's auto)",
+    )
+    parser.add_argument(
         "--mfu", action="store_true", help="also measure ResNet-50 224 px full fine-tune MFU (GPU)"
     )
     parser.add_argument(
@@ -535,7 +542,13 @@ def main(argv: list[str] | None = None) -> int:
     from monitor.settings import load_settings
 
     settings = load_settings(config)
-    options = EngineOptions(batch_finetunes=args.batch_finetunes, precision=args.precision)
+    options = dataclasses.replace(
+        EngineOptions.from_settings(settings.executor),
+        batch_finetunes=args.batch_finetunes,
+        precision=args.precision,
+        **({"cpu_workers": args.cpu_workers} if args.cpu_workers else {}),
+    )
+    print(f"engine options: {options}")
 
     baseline = run_baseline(config, args.device)
     print(f"baseline: {baseline.total:.1f}s")
@@ -579,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"peak memory: baseline process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "
-        f"engine {'process' if args.inline else 'worker'} {engine.peak_rss_mib:.0f} MiB (max RSS)"
+        f"engine {'process' if args.inline else 'workers'} {engine.peak_rss_mib:.0f} MiB (max RSS)"
     )
     # measured on the CPU (peak RSS of a fresh process); on a GPU the figure would not be the GPU's
     memory = [linear_heads_memory(h) for h in (6, 96)] if args.device == "cpu" else []

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from monitor.data import prepare_snapshot
-from monitor.engine import CellRef, InlineExecutor, LocalExecutor, TrialSpec, WorkGroup
+from monitor.engine import CellRef, EngineOptions, InlineExecutor, LocalExecutor, TrialSpec, WorkGroup
 from monitor.settings import ModelSpec, StrategySpec, TaskSpec
 from monitor.types import ModelVersion, SnapshotInfo
 from tests._workspace import write_snapshot, write_tiny_cnn
@@ -140,3 +141,61 @@ def test_a_worker_that_died_while_idle_is_replaced_before_the_next_group(workspa
         os.kill(worker.process.pid, signal.SIGKILL)  # e.g. the OOM killer, between two runs
         worker.process.join(10)
         assert {r.status for r in run(executor, [work]).values()} == {"ok"}
+
+
+@pytest.mark.parametrize(
+    ("cores", "busy", "shares"),
+    [(2, 2, [1, 1]), (2, 1, [2]), (5, 2, [3, 2]), (8, 3, [3, 3, 2]), (1, 2, [1, 1]), (4, 0, [4])],
+)
+def test_cores_are_shared_evenly_among_busy_workers(cores, busy, shares):
+    from monitor.engine._executor import thread_shares
+
+    assert thread_shares(cores, busy) == shares
+
+
+def test_a_lone_busy_cpu_worker_gets_every_core():
+    from monitor.engine._executor import _Worker
+
+    executor = LocalExecutor("cpu", options=EngineOptions(cpu_workers=3))
+    executor._cores = 6
+    workers = [_Worker("cpu", None, None, SimpleNamespace(value=0)) for _ in range(3)]  # type: ignore[arg-type]
+    executor._workers = workers
+    workers[0].group = workers[2].group = object()  # type: ignore[assignment]
+    executor._rebalance()
+    assert [w.threads.value for w in workers] == [3, 0, 3]
+    workers[2].group = None
+    executor._rebalance()
+    assert workers[0].threads.value == 6
+    workers[0].group = None
+    executor._rebalance()  # nobody busy (the end of a run, a shutdown): nothing to share
+    assert workers[0].threads.value == 6
+
+
+def test_auto_cpu_workers_is_two_where_there_are_two_cores(monkeypatch):
+    from monitor.engine import _executor
+
+    settings = SimpleNamespace(batch_finetunes="auto", compile=False, precision="auto", cpu_workers="auto")
+    monkeypatch.setattr(_executor, "cpu_count", lambda: 1)
+    assert EngineOptions.from_settings(settings).cpu_workers == 1
+    monkeypatch.setattr(_executor, "cpu_count", lambda: 16)
+    assert EngineOptions.from_settings(settings).cpu_workers == 2
+    settings.cpu_workers = 5
+    assert EngineOptions.from_settings(settings).cpu_workers == 5
+
+
+def test_two_cpu_workers_run_groups_side_by_side_and_survive_a_crash(workspace):
+    root, prepared = workspace
+    crash = group(root, prepared, "python:trouble:crash", [LINEAR, FULL])
+    healthy = [
+        group(root, prepared, "python:tiny_exec:build", [LINEAR, PARTIAL, FULL], (s,)) for s in (0, 1, 2)
+    ]
+    with LocalExecutor("cpu", cell_timeout=120, options=EngineOptions(cpu_workers=2)) as executor:
+        assert len(executor._workers) == 2
+        results = run(executor, [crash, *healthy])
+        assert all(w.process.is_alive() for w in executor._workers)  # the crashed one was replaced
+    for key, result in results.items():
+        if key.startswith("full-") and "trouble" in key:
+            assert result.status == "failed" and "worker process died" in result.error
+        else:
+            assert result.status == "ok", (key, result.error)
+            assert result.details["device"] == "cpu"

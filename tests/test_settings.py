@@ -200,3 +200,18 @@ def test_precision_is_auto_fp32_or_bf16(tmp_path, minimal, monkeypatch):
     monkeypatch.setenv("PM_EXECUTOR__PRECISION", "fp32")
     minimal["executor"] = {}
     assert load(tmp_path, minimal).executor.precision == "fp32"
+
+
+def test_cpu_workers_is_auto_or_a_positive_count(tmp_path, minimal, monkeypatch):
+    assert load(tmp_path, minimal).executor.cpu_workers == "auto"
+    monkeypatch.setenv("PM_EXECUTOR__CPU_WORKERS", "4")
+    assert load(tmp_path, minimal).executor.cpu_workers == 4
+    monkeypatch.delenv("PM_EXECUTOR__CPU_WORKERS")
+    minimal["executor"] = {"cpu_workers": 3}
+    assert load(tmp_path, minimal).executor.cpu_workers == 3
+    for bad in (0, "many", 2.5):
+        minimal["executor"] = {"cpu_workers": bad}
+        assert (
+            "expected 'auto' or a number of worker processes"
+            in dict(problems(tmp_path, minimal))["executor.cpu_workers"]
+        )

@@ -1,5 +1,9 @@
 """Run work groups in long-lived worker processes, one per device, and survive their failures.
 
+On the CPU there can be several (`EngineOptions.cpu_workers`): their groups run side by side and
+the parent shares the cores among the busy ones through a per-worker thread count that each
+worker reads before every trial (a lone busy worker gets every core).
+
 This module does not import torch: the worker processes do (`monitor.engine.training`). The
 parent talks to each worker over a pipe:
 
@@ -24,6 +28,7 @@ import dataclasses
 import importlib
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import time
@@ -52,14 +57,33 @@ class EngineOptions:
     batch_finetunes: str = "auto"  # auto | always | never
     compile: bool = False
     precision: str = "auto"  # auto | fp32 | bf16
+    cpu_workers: int = 1  # worker processes on the CPU device (they share its cores)
 
     @classmethod
     def from_settings(cls, executor: Any) -> EngineOptions:
+        workers = executor.cpu_workers
+        if workers == "auto":
+            workers = min(2, cpu_count())
         return cls(
             batch_finetunes=executor.batch_finetunes,
             compile=executor.compile,
             precision=executor.precision,
+            cpu_workers=workers,
         )
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (its affinity mask, which containers narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def thread_shares(cores: int, busy: int) -> list[int]:
+    """Split `cores` among `busy` workers as evenly as possible (at least one thread each)."""
+    busy = max(busy, 1)
+    return [max(1, cores // busy + (1 if i < cores % busy else 0)) for i in range(busy)]
 
 
 class Executor(Protocol):
@@ -110,12 +134,16 @@ class InlineExecutor:
         pass
 
 
-def _worker_main(conn: Connection, device: str, announce: bool, options: EngineOptions, stop: Any) -> None:
+def _worker_main(
+    conn: Connection, device: str, announce: bool, options: EngineOptions, stop: Any, threads: Any
+) -> None:
     """Entry point of a worker process (a trampoline: torch is imported only here, in the child)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent()
+    if threads.value > 0:  # before torch starts its thread pools
+        os.environ["OMP_NUM_THREADS"] = str(threads.value)
     training: Any = importlib.import_module(_TRAINING)
-    training.serve(conn, device, announce, options, stop.is_set)
+    training.serve(conn, device, announce, options, stop.is_set, lambda: threads.value)
 
 
 def _die_with_parent() -> None:
@@ -136,6 +164,7 @@ class _Worker:
     device: str
     process: multiprocessing.process.BaseProcess
     conn: Connection
+    threads: Any  # a shared int: the CPU threads this worker may use from its next trial (0: all)
     group: WorkGroup | None = None
     remaining: dict[str, TrialSpec] = dataclasses.field(default_factory=dict)
     running: set[str] = dataclasses.field(default_factory=set)
@@ -163,12 +192,17 @@ class LocalExecutor:
         self._cancelled = False
         self._crashes: dict[str, int] = {}  # group id -> crashes with no trial running
         self._starting: _Worker | None = None  # the first worker, launched and not yet heard from
+        self._early: list[_Worker] = []  # more CPU workers, launched with the first (device: cpu)
+        self._cpu_workers = max(1, self._options.cpu_workers)
+        self._cores = cpu_count()
         self._stop = self._context.Event()  # seen by every worker: stop between trials
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self, *, wait: bool = True) -> list[str]:
-        """Start the workers (one per device found by the first); return the devices.
+        """Start the workers (one per device found by the first; `cpu_workers` on the CPU).
+
+        Returns the devices.
 
         With `wait=False` the first worker is only launched: it imports torch while the caller
         resolves sources and decodes data, and `run` waits for it (the devices are then []).
@@ -177,12 +211,17 @@ class LocalExecutor:
             return self._devices
         if self._starting is None:
             self._starting = self._spawn(self._device_setting, announce=True)
+            if self._device_setting == "cpu":  # known without torch: the others import alongside
+                self._early = [self._spawn("cpu", announce=False) for _ in range(self._cpu_workers - 1)]
         if not wait:
             return []
         first, self._starting = self._starting, None
         message = self._recv(first, timeout=_START_TIMEOUT)
         if message is None or message[0] != "hello":
             self._kill(first)
+            for extra in self._early:
+                self._kill(extra)
+            self._early = []
             if message is not None and message[0] == "fatal":
                 raise MonitorError(f"cannot start a worker on device {self._device_setting!r}: {message[1]}")
             raise MonitorError("the worker process did not start; see its output above (stderr)")
@@ -191,14 +230,21 @@ class LocalExecutor:
         self._workers.append(first)
         for device in self._devices[1:]:
             self._workers.append(self._spawn(device, announce=False))
+        if self._devices == ["cpu"]:
+            self._workers.extend(self._early)
+            self._workers.extend(
+                self._spawn("cpu", announce=False) for _ in range(self._cpu_workers - len(self._workers))
+            )
+        self._early = []
         return self._devices
 
     def close(self, timeout: float = 10.0) -> None:
         """Ask the workers to stop; kill those that do not within `timeout`."""
-        if self._starting is not None:  # launched but never needed: no reason to wait for it
-            self._kill(self._starting)
-            self._starting.conn.close()
-            self._starting = None
+        for launched in [self._starting, *self._early] if self._starting is not None else self._early:
+            # launched but never needed: no reason to wait for them
+            self._kill(launched)
+            launched.conn.close()
+        self._starting, self._early = None, []
         for worker in self._workers:
             with contextlib.suppress(OSError, BrokenPipeError):
                 worker.conn.send(("stop",))
@@ -245,6 +291,7 @@ class LocalExecutor:
             for worker in self._workers:
                 if worker.group is None and queue:
                     self._assign(worker, queue.popleft())
+            self._rebalance()
             busy = [w for w in self._workers if w.group is not None]
             if not busy:
                 continue
@@ -283,7 +330,7 @@ class LocalExecutor:
         self._kill(worker)
         with contextlib.suppress(OSError):
             worker.conn.close()
-        fresh = self._spawn(worker.device, announce=False)
+        fresh = self._spawn(worker.device, announce=False, threads=worker.threads)
         worker.process, worker.conn = fresh.process, fresh.conn
         worker.group, worker.remaining, worker.running = None, {}, set()
         worker.deadline = float("inf")
@@ -366,17 +413,35 @@ class LocalExecutor:
 
     # -- processes ----------------------------------------------------------------------------
 
-    def _spawn(self, device: str, *, announce: bool) -> _Worker:
+    def _spawn(self, device: str, *, announce: bool, threads: Any = None) -> _Worker:
+        if threads is None:
+            # CPU workers start with an equal share of the cores; `_rebalance` adjusts it.
+            share = self._cores // self._cpu_workers if device == "cpu" and self._cpu_workers > 1 else 0
+            threads = self._context.Value("i", max(share, 0), lock=False)
         parent, child = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=_worker_main,
-            args=(child, device, announce, self._options, self._stop),
+            args=(child, device, announce, self._options, self._stop, threads),
             name=f"pm-worker-{device}",
             daemon=True,
         )
         process.start()
         child.close()
-        return _Worker(device=device, process=process, conn=parent)
+        return _Worker(device=device, process=process, conn=parent, threads=threads)
+
+    def _rebalance(self) -> None:
+        """Share the cores among the CPU workers that have a group: a lone busy one gets them all.
+
+        Workers read their share before each trial, so a change takes effect at the next one.
+        """
+        cpu = [w for w in self._workers if w.device == "cpu"]
+        if len(cpu) < 2:
+            return
+        busy = [w for w in cpu if w.group is not None]
+        if not busy:
+            return
+        for worker, share in zip(busy, thread_shares(self._cores, len(busy)), strict=True):
+            worker.threads.value = share
 
     @staticmethod
     def _recv(worker: _Worker, *, timeout: float) -> Any:

@@ -88,6 +88,19 @@ class ScheduleSettings(_Strict):
         return value
 
 
+def _worker_count(value: object) -> object:
+    """'auto' or a whole number of worker processes, 1-256 (also from an env var's text)."""
+    if value == "auto":
+        return value
+    try:
+        count = int(str(value).strip()) if not isinstance(value, bool | float) else 0
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 256:
+        raise ValueError(f"expected 'auto' or a number of worker processes from 1 to 256, got {value!r}")
+    return count
+
+
 class ExecutorSettings(_Strict):
     kind: Literal["local", "ray"] = "local"
 
@@ -114,6 +127,11 @@ class ExecutorSettings(_Strict):
     # closer to a plain PyTorch loop); "bf16" forces autocast even where bf16 is emulated (slow
     # on CPUs; older GPUs may lack bf16 kernels). Stacked fine-tunes train in fp32 on CPUs.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Worker processes when the device is the CPU: work groups run side by side and the cores are
+    # shared among the busy ones (a lone group gets them all). "auto": 2 on machines with 2 or
+    # more cores (measured on 2 cores: two 1-thread workers beat one 2-thread worker by 11-33%
+    # per step). Each worker holds its own model and data: 1 halves the memory.
+    cpu_workers: Annotated[Literal["auto"] | int, BeforeValidator(_worker_count)] = "auto"
     # On SIGTERM the running fine-tune may finish within this time; then it is abandoned (and
     # redone when the interrupted run resumes at the next start).
     shutdown_grace: Seconds = 30.0

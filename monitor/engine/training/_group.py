@@ -74,11 +74,13 @@ def run_group(
     cache: ModelCache | None = None,
     options: EngineOptions | None = None,
     should_stop: Callable[[], bool] | None = None,
+    threads: Callable[[], int] | None = None,
 ) -> None:
     """Run every trial of `group`, emitting ("started", keys) and ("result", TrialResult) messages.
 
     Raises MonitorError (or anything else) only for group-level problems — the model cannot be
     loaded, the data cannot be read; a single trial's failure becomes a `failed` result.
+    `threads()` (CPU workers sharing the cores) is the thread count to use from the next trial on.
     """
     runtime = runtime_for(device, options)
     cache = cache or _DEFAULT_CACHE
@@ -91,7 +93,12 @@ def run_group(
     linear = [t for t in group.trials if t.strategy.mode == "linear"]
     others = [t for t in group.trials if t.strategy.mode != "linear"]
 
+    def pace() -> None:
+        if threads is not None and runtime.device.type == "cpu":
+            use_threads(threads())
+
     if linear:
+        pace()
         emit(("started", tuple(t.key for t in linear)))
         try:
             start = time.perf_counter()
@@ -132,6 +139,7 @@ def run_group(
             for stack in _stacks(others, runtime):
                 if should_stop is not None and should_stop():
                     return  # shutting down: the rest of the group is left for the resumed run
+                pace()
                 feed = feed_for(stack[0])
                 if len(stack) > 1:
                     emit(("started", tuple(t.key for t in stack)))
@@ -143,10 +151,17 @@ def run_group(
                 for trial in stack:
                     if should_stop is not None and should_stop():
                         return
+                    pace()
                     emit(("started", (trial.key,)))
                     emit(("result", _run_finetune(backbone, master, data, trial, metric, runtime, feed)))
         finally:
             backbone.module.load_state_dict(master)  # the cached model must stay the deployed one
+
+
+def use_threads(n: int) -> None:
+    """Use `n` intra-op threads from now on (0: leave torch's choice)."""
+    if n > 0 and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def _stamping(emit: Emit, stamp: dict[str, str]) -> Emit:

@@ -23,8 +23,13 @@ def serve(
     announce: bool,
     options: EngineOptions | None = None,
     should_stop: Callable[[], bool] | None = None,
+    threads: Callable[[], int] | None = None,
 ) -> None:
-    """Serve groups until ("stop",) or the parent goes away. See `monitor.engine._executor`."""
+    """Serve groups until ("stop",) or the parent goes away. See `monitor.engine._executor`.
+
+    `threads()`: the CPU threads this worker may use now (0: torch's default), read before each
+    trial; the parent shares the cores among its busy CPU workers.
+    """
     # Ctrl-C is the parent's to handle: it decides whether the running cell finishes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s [worker] %(message)s")
@@ -50,7 +55,9 @@ def serve(
             return
         group = message[1]
         try:
-            run_group(group, device, emit, cache=cache, options=options, should_stop=should_stop)
+            run_group(
+                group, device, emit, cache=cache, options=options, should_stop=should_stop, threads=threads
+            )
         except Exception as exc:
             text = str(exc) if _is_monitor_error(exc) else f"{type(exc).__name__}: {exc}"
             log.warning("work group %s cannot run: %s", group.id, text)
