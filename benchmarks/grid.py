@@ -50,6 +50,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from monitor.engine import EngineOptions, InlineExecutor, LocalExecutor
+from monitor.engine._executor import cpu_count
 from monitor.engine.training import cosine_factor, init_head, score_predictions
 from monitor.pipeline import run_evaluation
 from monitor.settings import Settings
@@ -299,7 +300,8 @@ def run_engine(settings: Settings, *, inline: bool, options: EngineOptions) -> E
         start = time.perf_counter()
         if isinstance(executor, LocalExecutor):
             executor.start(wait=False)  # as the CLI does
-        report = run_evaluation(settings, store, executor, trigger="cli", observer=_Quiet())
+        observer = _Quiet()
+        report = run_evaluation(settings, store, executor, trigger="cli", observer=observer)
         total = time.perf_counter() - start
         start = time.perf_counter()
         again = run_evaluation(settings, store, executor, trigger="cli", observer=_Quiet())
@@ -317,10 +319,16 @@ def run_engine(settings: Settings, *, inline: bool, options: EngineOptions) -> E
         executor.close()
         store.close()
     assert again.trials_run == 0, "the repeated run recomputed something"
+    # Per-mode engine time in machine-seconds: with several CPU workers, trials run side by side,
+    # each on a share of the cores, so a trial's wall time counts for its share (threads / cores).
+    cores = cpu_count()
+    share: dict[tuple[str, str, str], float] = defaultdict(lambda: 1.0)
+    for cell, threads in observer.threads.items():
+        share[cell] = statistics.fmean(min(t, cores) / cores for t in threads)
     scores = {}
     for cell in report.models[0].cells:
         mode = modes[cell.strategy]
-        seconds[mode] += cell.seconds
+        seconds[mode] += cell.seconds * share[(cell.task, cell.dataset, cell.strategy)]
         images[mode] += (
             n_train(settings, cell.task, cell.dataset) * epochs[cell.strategy] * len(cell.seed_scores)
         )
@@ -369,12 +377,20 @@ def n_train(settings: Settings, task: str, dataset: str) -> int:
 
 
 class _Quiet:
+    """Prints only problems; keeps the CPU threads each trial ran with, per cell."""
+
+    def __init__(self) -> None:
+        self.threads: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+
     def stage(self, text: str) -> None: ...
     def warn(self, text: str) -> None:
         print(f"warning: {text}", file=sys.stderr)
 
     def planned(self, trials: int, cached: int) -> None: ...
     def trial_done(self, trial, result) -> None:  # type: ignore[no-untyped-def]
+        if isinstance(result.details.get("threads"), int):
+            cell = (trial.cell.task, trial.cell.dataset, trial.cell.strategy)
+            self.threads[cell].append(result.details["threads"])
         if result.status == "failed":
             print(f"failed: {trial.cell}: {result.error}", file=sys.stderr)
 
@@ -578,6 +594,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{'total':8} {baseline.total:11.2f} {engine.total:9.2f} {_ratio(baseline.total, engine.total)}"
         "   (engine total: wall time of the whole run, decoding and worker start-up included)"
     )
+    if options.cpu_workers > 1 and args.device == "cpu" and not args.inline:
+        print(
+            f"(per-mode engine seconds are machine-seconds: {options.cpu_workers} CPU workers run trials side "
+            "by side, so each trial's wall time counts for its share of the cores, threads / cores)"
+        )
     diffs = {k: abs(baseline.scores[k] - engine.scores[k]) for k in baseline.scores}
     worst = max(diffs, key=lambda k: diffs[k])
     print(f"largest per-cell score difference: {diffs[worst]:.4f} ({'/'.join(worst)})")
@@ -607,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     figures: dict[str, Any] = {
         "device": args.device,
+        "cpu_workers": options.cpu_workers,
         "size": args.size,
         "image_size": args.image_size,
         "modes": rows,

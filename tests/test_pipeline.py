@@ -267,6 +267,7 @@ def test_each_stored_trial_says_where_and_in_what_precision_it_ran(workspace, pr
     for result in stored.values():
         assert result.details["device"] == "cpu"
         assert result.details["precision"] == precision
+        assert isinstance(result.details["threads"], int) and result.details["threads"] >= 1
 
 
 def test_a_stacked_cpu_trial_records_that_it_trained_in_fp32(workspace):

@@ -165,12 +165,18 @@ def use_threads(n: int) -> None:
 
 
 def _stamping(emit: Emit, stamp: dict[str, str]) -> Emit:
-    """`emit` that adds `stamp` to the details of every trial that ran (a path may set its own)."""
+    """`emit` that adds `stamp` to the details of every trial that ran (a path may set its own).
+
+    On the CPU also `threads`: the intra-op threads the trial ran with (CPU workers share cores).
+    """
 
     def stamped(message: tuple[Any, ...]) -> None:
         if message[0] == "result" and message[1].status != "failed":
             result: TrialResult = message[1]
-            message = ("result", dataclasses.replace(result, details={**stamp, **result.details}))
+            here: dict[str, float | int | str] = dict(stamp)
+            if stamp["device"] == "cpu":
+                here["threads"] = torch.get_num_threads()
+            message = ("result", dataclasses.replace(result, details={**here, **result.details}))
         emit(message)
 
     return stamped
