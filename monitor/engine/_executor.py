@@ -240,7 +240,7 @@ class LocalExecutor:
 
     def close(self, timeout: float = 10.0) -> None:
         """Ask the workers to stop; kill those that do not within `timeout`."""
-        for launched in [self._starting, *self._early] if self._starting is not None else self._early:
+        for launched in [w for w in (self._starting, *self._early) if w is not None]:
             # launched but never needed: no reason to wait for them
             self._kill(launched)
             launched.conn.close()
@@ -416,8 +416,12 @@ class LocalExecutor:
     def _spawn(self, device: str, *, announce: bool, threads: Any = None) -> _Worker:
         if threads is None:
             # CPU workers start with an equal share of the cores; `_rebalance` adjusts it.
-            share = self._cores // self._cpu_workers if device == "cpu" and self._cpu_workers > 1 else 0
-            threads = self._context.Value("i", max(share, 0), lock=False)
+            share = (
+                thread_shares(self._cores, self._cpu_workers)[-1]
+                if device == "cpu" and self._cpu_workers > 1
+                else 0
+            )
+            threads = self._context.Value("i", share, lock=False)
         parent, child = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=_worker_main,

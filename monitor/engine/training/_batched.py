@@ -141,7 +141,7 @@ def finetune_batched(
                 "final_loss": losses[h],
                 "inputs": feed.kind,
                 "models_batched": heads,
-                "precision": "bf16" if runtime.autocast_dtype else "fp32",  # (fp32 stacks on CPUs)
+                "precision": runtime.precision,  # (fp32 stacks on CPUs)
             },
         )
         for h, t in enumerate(trials)

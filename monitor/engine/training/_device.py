@@ -42,6 +42,11 @@ class Runtime:
     batch_finetunes: bool = False  # stack partial/full trials of one schedule with torch.func
     compile: bool = False  # torch.compile the training forward
 
+    @property
+    def precision(self) -> str:
+        """The `executor.precision` this runtime computes in: "bf16" or "fp32"."""
+        return "bf16" if self.autocast_dtype is not None else "fp32"
+
     def autocast(self) -> torch.autocast:
         return torch.autocast(
             device_type=self.device.type,

@@ -85,7 +85,7 @@ def run_group(
     runtime = runtime_for(device, options)
     cache = cache or _DEFAULT_CACHE
     # Where and how each result was computed, kept with it (neither is part of the trial key).
-    stamp = {"device": str(runtime.device), "precision": "bf16" if runtime.autocast_dtype else "fp32"}
+    stamp = {"device": str(runtime.device), "precision": runtime.precision}
     emit = _stamping(emit, stamp)
     backbone, chain = cache.get(group, runtime)
     data = GroupData.load(group.data, group.model.normalize, runtime)
