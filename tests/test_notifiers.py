@@ -28,7 +28,6 @@ from monitor.notifiers import (
     SlackNotifier,
     WebhookNotifier,
     build_notifiers,
-    new_http_client,
     parse_retry_after,
     slack_message,
 )
@@ -45,18 +44,6 @@ def spec(**fields: Any) -> NotifierSpec:
 
 def notifier(client: httpx.Client, **fields: Any) -> Notifier:
     return build_notifiers([spec(name="n", **fields)], client)["n"]
-
-
-@pytest.fixture
-def client():
-    with new_http_client() as shared:
-        yield shared
-
-
-@pytest.fixture
-def receiver():
-    with Receiver() as running:
-        yield running
 
 
 def delivery_id() -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from monitor.notifiers import AlertmanagerNotifier, build_notifiers, new_http_client
+from monitor.notifiers import AlertmanagerNotifier, build_notifiers
 from monitor.settings import AlertsSettings
 from tests._receivers import alert_event
 from tests._services import free_port, wait_until
@@ -76,12 +76,6 @@ def alertmanager(tmp_path_factory):
             process.kill()
             process.wait()
         log.close()
-
-
-@pytest.fixture
-def client():
-    with new_http_client() as shared:
-        yield shared
 
 
 def notifier(client: httpx.Client, url: str, **options: Any) -> AlertmanagerNotifier:

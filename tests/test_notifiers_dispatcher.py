@@ -29,18 +29,6 @@ def store(tmp_path):
     opened.close()
 
 
-@pytest.fixture
-def client():
-    with new_http_client() as shared:
-        yield shared
-
-
-@pytest.fixture
-def receiver():
-    with Receiver() as running:
-        yield running
-
-
 def notifiers(client: httpx.Client, *specs: dict[str, Any]) -> dict[str, Notifier]:
     return build_notifiers(AlertsSettings.model_validate({"notifiers": list(specs)}).notifiers, client)
 
