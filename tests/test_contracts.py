@@ -83,7 +83,18 @@ def test_setting_names():
         "momentum",
         "label_smoothing",
         "trainable_blocks",
+        "schedule",
+        "min_lr",
+        "step_size",
+        "gamma",
+        "warmup_epochs",
+        "bn",
+        "augment",
     } <= set(StrategySpec.model_fields)
+    # DESIGN §3.2: a strategy that names no schedule trains at a constant learning rate
+    assert StrategySpec(name="s", mode="full", lr=0.1, epochs=1).schedule == "constant"
+    assert StrategySpec.model_fields["bn"].default == "frozen"
+    assert StrategySpec.model_fields["augment"].default == "none"
 
 
 def test_statuses():

@@ -106,6 +106,34 @@ def test_a_hanging_trial_times_out_and_the_group_goes_on(workspace):
     assert results["part-0-python:trouble:hang"].status == "ok"
 
 
+@pytest.mark.parametrize("batch_finetunes", ["never", "always"])
+def test_each_strategy_trains_on_what_its_fields_allow(workspace, batch_finetunes):
+    """Cached activations only where the frozen prefix computes the same thing every step
+    (bn frozen, no augmentation); augmented linear probes run the backbone on every batch."""
+    root, prepared = workspace
+    variants = [
+        LINEAR,
+        LINEAR.model_copy(update={"name": "lin-aug", "augment": "flip"}),
+        PARTIAL,
+        PARTIAL.model_copy(update={"name": "part-bn", "bn": "train"}),
+        PARTIAL.model_copy(update={"name": "part-aug", "augment": "crop_flip"}),
+        FULL.model_copy(update={"name": "full-aug", "augment": "flip", "schedule": "cosine"}),
+    ]
+    work = group(root, prepared, "python:tiny_exec:build", variants, seeds=(0, 1))
+    results = run(
+        InlineExecutor("cpu", EngineOptions(batch_finetunes=batch_finetunes, precision="fp32")), [work]
+    )
+    inputs = {key.split("-python")[0]: r.details.get("inputs") for key, r in results.items()}
+    assert all(r.status == "ok" for r in results.values()), results
+    assert inputs["lin-0"] is None and results["lin-0-python:tiny_exec:build"].details["heads_batched"] == 2
+    assert inputs["lin-aug-0"] == inputs["lin-aug-1"] == "images"
+    assert inputs["part-0"] == "activations"
+    assert inputs["part-bn-0"] == inputs["part-aug-0"] == inputs["full-aug-0"] == "images"
+    if batch_finetunes == "always":  # the stack of a schedule holds its seeds, never a linear probe
+        assert results["part-aug-0-python:tiny_exec:build"].details["models_batched"] == 2
+        assert "models_batched" not in results["lin-aug-0-python:tiny_exec:build"].details
+
+
 def test_a_group_that_cannot_load_fails_all_its_trials_with_the_reason(workspace):
     root, prepared = workspace
     broken = group(root, prepared, "python:no_such_module:build", [LINEAR, PARTIAL])

@@ -281,3 +281,104 @@ def test_a_stacked_cpu_trial_records_that_it_trained_in_fp32(workspace):
     assert stacked and all(r.details["precision"] == "fp32" for r in stacked)
     linear = [r for r in recorder.results if "heads_batched" in r.details]
     assert linear and all(r.details["precision"] == "bf16" for r in linear)
+
+
+def _protocol_1_key(model, version, task, snapshot_digest: str, strategy, seed: int) -> str:
+    """A trial key as protocol 1 wrote it, before strategies had a schedule, warm-up, `bn` or
+    `augment` (every fine-tune then decayed on a cosine). A frozen copy of that format, pinned
+    below to keys the protocol-1 code computed."""
+    import hashlib
+    import json
+
+    fields = ("mode", "optimizer", "lr", "epochs", "batch_size", "weight_decay", "momentum")
+    old = {
+        k: v
+        for k, v in strategy.model_dump().items()
+        if k in (*fields, "label_smoothing", "trainable_blocks")
+    }
+    if strategy.optimizer != "sgd":
+        old.pop("momentum")
+    payload = {
+        "protocol": 1,
+        "data_protocol": 1,
+        "model": {
+            "architecture": model.architecture,
+            "weights_digest": version.digest,
+            "head": model.head,
+            "blocks": model.blocks,
+            "image_size": model.image_size,
+            "normalize": [list(model.normalize.mean), list(model.normalize.std)],
+        },
+        "task": {
+            "metric": task.metric,
+            "train_per_class": task.train_per_class,
+            "test_per_class": task.test_per_class,
+            "test_fraction": task.test_fraction,
+        },
+        "snapshot": snapshot_digest,
+        "strategy": old,
+        "seed": seed,
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_the_protocol_1_key_format_is_the_one_that_code_wrote():
+    from monitor.settings import ModelSpec, StrategySpec, TaskSpec
+    from monitor.types import ModelVersion
+
+    model = ModelSpec(name="m", architecture="python:digits_cnn:build", image_size=32)
+    version = ModelVersion("m", model.architecture, "ab" * 32, None)
+    task = TaskSpec(name="t", datasets=[{"name": "d", "source": "/x"}])
+    pinned = {  # computed by the protocol-1 code (commit d0a2764) for these inputs
+        "2d76aa7e03b4f071c2daca3c628aeaadd05d51e2181a62f08c1dea943e815f09": StrategySpec(
+            name="s", mode="full", optimizer="adamw", lr=0.001, epochs=3, weight_decay=0.05
+        ),
+        "af10b6f30675913b8d93c053b23dc8172690d040e5910e7fc777a8f7de862800": StrategySpec(
+            name="p", mode="partial", trainable_blocks=1, lr=0.01, epochs=5
+        ),
+        "fa96d4f1f52a17d30f4d9ea09c8a37ad1c61dbf799e9e869aa7e0743edf827e1": StrategySpec(
+            name="l", mode="linear", lr=0.1, epochs=10, batch_size=32
+        ),
+    }
+    for key, strategy in pinned.items():
+        assert _protocol_1_key(model, version, task, "cd" * 32, strategy, 0) == key
+
+
+def test_trials_stored_under_the_old_protocol_are_recomputed_and_kept(workspace):
+    """A store written before strategies had a schedule holds cosine-trained trials under
+    protocol-1 keys: after the upgrade every cell trains again (at a constant learning rate, as
+    its strategy now says), and the old rows stay where they were."""
+    from monitor.pipeline._resolve import resolve
+    from monitor.types import TrialResult
+
+    root, config = workspace
+    settings = load_settings(write_config(root / "persistence-monitor.yaml", config))
+    store = Store.open(settings.resolved_database_url)
+    old_run = "0" * 32  # a run of the old code, which the stored trials belong to
+    resolution = resolve(settings, store, Recorder())
+    store.begin_run(old_run, trigger="cli", config_digest="old", plan={"cells": []})
+    old_keys = []
+    for model in settings.models:
+        version = resolution.versions[model.name]
+        for task in settings.tasks:
+            for dataset in task.datasets:
+                snapshot = resolution.snapshots[(task.name, dataset.name)]
+                for strategy in settings.strategies:
+                    for seed in settings.seeds:
+                        key = _protocol_1_key(model, version, task, snapshot.digest, strategy, seed)
+                        store.save_trial(
+                            TrialResult(key, seed, "ok", 0.123, 1.0),
+                            run_id=old_run,
+                            model=model.name,
+                            task=task.name,
+                            dataset=dataset.name,
+                            snapshot=snapshot.snapshot,
+                            strategy=strategy.name,
+                        )
+                        old_keys.append(key)
+    store.finish_run(old_run, status="completed", seconds=1.0, scores=[], cells=[])
+    report = run_evaluation(settings, store, InlineExecutor("cpu"), observer=Recorder())
+    assert report.trials_cached == 0 and report.trials_run == len(old_keys) == 2 * 4 * 2
+    assert all(c.status == "ok" and 0.123 not in c.seed_scores for c in report.models[0].cells)
+    assert set(store.find_trials(old_keys)) == set(old_keys)  # nothing stored is lost

@@ -215,3 +215,61 @@ def test_cpu_workers_is_auto_or_a_positive_count(tmp_path, minimal, monkeypatch)
             "expected 'auto' or a number of worker processes"
             in dict(problems(tmp_path, minimal))["executor.cpu_workers"]
         )
+
+
+def test_strategy_training_fields_default_to_a_plain_loop(tmp_path, minimal):
+    strategy = load(tmp_path, minimal).strategies[0]
+    assert (strategy.schedule, strategy.min_lr, strategy.warmup_epochs, strategy.augment) == (
+        "constant",
+        0,
+        0,
+        "none",
+    )
+    assert (strategy.step_size, strategy.gamma, strategy.bn) == (None, 0.1, "frozen")
+
+
+def test_strategy_fields_that_do_not_fit_the_mode_or_schedule_are_refused(tmp_path, minimal):
+    base = {"lr": 0.1, "epochs": 4}
+    minimal["strategies"] = [
+        {"name": "a", "mode": "full", "schedule": "step", **base},
+        {"name": "b", "mode": "full", "schedule": "cosine", "step_size": 2, **base},
+        {"name": "c", "mode": "full", "gamma": 0.5, **base},
+        {"name": "d", "mode": "full", "min_lr": 0.01, **base},
+        {"name": "e", "mode": "full", "schedule": "cosine", "min_lr": 0.5, **base},
+        {"name": "f", "mode": "full", "warmup_epochs": 4, **base},
+        {"name": "g", "mode": "full", "bn": "train", **base},
+        {"name": "h", "mode": "linear", "bn": "frozen", **base},
+        {"name": "i", "mode": "full", "schedule": "exponential", **base},
+        {"name": "j", "mode": "full", "augment": "mixup", **base},
+        # all fine:
+        {
+            "name": "k",
+            "mode": "partial",
+            "trainable_blocks": 1,
+            "bn": "train",
+            "augment": "crop_flip",
+            **base,
+        },
+        {
+            "name": "l",
+            "mode": "full",
+            "schedule": "step",
+            "step_size": 2,
+            "gamma": 0.5,
+            "warmup_epochs": 1,
+            **base,
+        },
+        {"name": "m", "mode": "linear", "schedule": "linear", "min_lr": 0.001, "augment": "flip", **base},
+    ]
+    found = dict(problems(tmp_path, minimal))
+    assert "required when schedule is 'step'" in found["strategies[0].step_size"]
+    assert "only meaningful when schedule is 'step'" in found["strategies[1].step_size"]
+    assert "only meaningful when schedule is 'step'" in found["strategies[2].gamma"]
+    assert "only meaningful when schedule is 'cosine' or 'linear'" in found["strategies[3].min_lr"]
+    assert "is above lr" in found["strategies[4].min_lr"]
+    assert "leaves no epoch" in found["strategies[5].warmup_epochs"]
+    assert "only meaningful when mode is 'partial'" in found["strategies[6].bn"]
+    assert "only meaningful when mode is 'partial'" in found["strategies[7].bn"]
+    assert "constant" in found["strategies[8].schedule"] and "cosine" in found["strategies[8].schedule"]
+    assert "crop_flip" in found["strategies[9].augment"]
+    assert not any(path.startswith(("strategies[10]", "strategies[11]", "strategies[12]")) for path in found)

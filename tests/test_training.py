@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from monitor.engine import CellRef, EngineOptions, TrialSpec
 from monitor.engine.training import (
     GroupData,
-    cosine_factor,
+    Schedule,
     finetune,
     init_head,
     runtime_for,
@@ -33,8 +33,29 @@ def trial(name: str, seed: int, **strategy) -> TrialSpec:
     return TrialSpec(key=f"{name}-{seed}", cell=CellRef("m", "t", "d", name), seed=seed, strategy=spec)
 
 
+def torch_scheduler(optimizer: torch.optim.Optimizer, s: StrategySpec, steps_per_epoch: int):
+    """The strategy's schedule built from torch's own schedulers, stepped once per batch (None: constant)."""
+    lr_scheduler = torch.optim.lr_scheduler
+    warmup = s.warmup_epochs * steps_per_epoch
+    span = s.epochs * steps_per_epoch - warmup
+    main = {
+        "constant": lambda: lr_scheduler.LambdaLR(optimizer, lambda k: 1.0),
+        "cosine": lambda: lr_scheduler.CosineAnnealingLR(optimizer, T_max=span, eta_min=s.min_lr),
+        "linear": lambda: lr_scheduler.LinearLR(
+            optimizer, start_factor=1.0, end_factor=s.min_lr / s.lr, total_iters=span
+        ),
+        "step": lambda: lr_scheduler.StepLR(
+            optimizer, step_size=s.step_size * steps_per_epoch, gamma=s.gamma
+        ),
+    }[s.schedule]
+    if not warmup:
+        return None if s.schedule == "constant" else main()
+    ramp = lr_scheduler.LambdaLR(optimizer, lambda k: k / warmup)
+    return lr_scheduler.SequentialLR(optimizer, [ramp, main()], milestones=[warmup])
+
+
 def reference_linear_head(x, y, test_x, test_y, num_classes, t: TrialSpec, metric: str) -> float:
-    """The plain way: one nn.Linear, torch.optim, a loop — same init and data order as the engine."""
+    """The plain way: one nn.Linear, torch.optim and its schedulers, a loop — same init and data order."""
     s = t.strategy
     generator = torch.Generator().manual_seed(t.seed)
     weight, bias = init_head(num_classes, x.shape[1], generator)
@@ -47,8 +68,7 @@ def reference_linear_head(x, y, test_x, test_y, num_classes, t: TrialSpec, metri
     else:
         opt = torch.optim.AdamW(head.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     n = x.shape[0]
-    total = s.epochs * math.ceil(n / s.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: cosine_factor(k, total))
+    sched = torch_scheduler(opt, s, math.ceil(n / s.batch_size))
     for _ in range(s.epochs):
         order = torch.randperm(n, generator=generator)
         for begin in range(0, n, s.batch_size):
@@ -57,7 +77,8 @@ def reference_linear_head(x, y, test_x, test_y, num_classes, t: TrialSpec, metri
             opt.zero_grad()
             loss.backward()
             opt.step()
-            sched.step()
+            if sched is not None:
+                sched.step()
     with torch.no_grad():
         predictions = head(test_x).argmax(1)
     return float(score_predictions(metric, predictions, test_y, num_classes))
@@ -89,10 +110,15 @@ def test_batched_heads_equal_separate_heads(features, optimizer):
             weight_decay=0.05,
         ),
         trial("c", 2, mode="linear", optimizer=optimizer, lr=0.03, label_smoothing=0.1, epochs=2),
+        trial("d", 0, mode="linear", optimizer=optimizer, lr=0.05, schedule="cosine", min_lr=0.001),
+        trial("d", 1, mode="linear", optimizer=optimizer, lr=0.02, schedule="cosine", min_lr=0.001),
+        trial("e", 0, mode="linear", optimizer=optimizer, lr=0.05, schedule="step", step_size=1, gamma=0.5),
+        trial("f", 0, mode="linear", optimizer=optimizer, lr=0.05, schedule="linear", warmup_epochs=1),
     ]
     results = train_linear_heads(x, y, tx, ty, 4, trials, "balanced_accuracy")
     assert [r.key for r in results] == [t.key for t in trials]
     assert results[0].details["heads_batched"] == 3  # "c" has another schedule: its own stack
+    assert results[4].details["heads_batched"] == 2  # two learning rates of one cosine schedule
     for t, r in zip(trials, results, strict=True):
         assert r.status == "ok"
         assert r.score == pytest.approx(
@@ -122,16 +148,13 @@ def test_batched_heads_match_in_parameters_not_only_scores(features, monkeypatch
         head.weight.copy_(weight)
         head.bias.copy_(bias)
     opt = torch.optim.SGD(head.parameters(), lr=0.05, momentum=0.9, weight_decay=0.01)
-    total = 4 * math.ceil(90 / 16)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: cosine_factor(k, total))
-    for _ in range(4):
+    for _ in range(4):  # the default schedule: a constant learning rate, no scheduler at all
         order = torch.randperm(90, generator=generator)
         for b in range(0, 90, 16):
             idx = order[b : b + 16]
             opt.zero_grad()
             F.cross_entropy(head(x[idx]), y[idx]).backward()
             opt.step()
-            sched.step()
     torch.testing.assert_close(batched, head.weight.detach(), rtol=1e-5, atol=1e-6)
 
 
@@ -294,3 +317,140 @@ def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
     assert _device.cpu_has_native_bf16()
     flags.unlink()  # no /proc (not Linux): fp32
     assert not _device.cpu_has_native_bf16()
+
+
+SCHEDULES = [
+    {},  # the default: constant
+    {"schedule": "cosine"},
+    {"schedule": "cosine", "min_lr": 0.004},
+    {"schedule": "cosine", "warmup_epochs": 2},
+    {"schedule": "linear", "min_lr": 0.001},
+    {"schedule": "linear", "warmup_epochs": 1},
+    {"schedule": "step", "step_size": 2},
+    {"schedule": "step", "step_size": 1, "gamma": 0.5, "warmup_epochs": 1},
+    {"warmup_epochs": 3},
+]
+
+
+@pytest.mark.parametrize(
+    "fields", SCHEDULES, ids=lambda f: "-".join(f"{k}={v}" for k, v in f.items()) or "default"
+)
+def test_every_schedule_gives_the_learning_rates_of_torchs_own_schedulers(fields):
+    strategy = StrategySpec(name="s", mode="full", lr=0.04, epochs=5, **fields)
+    steps_per_epoch = 7
+    schedule = Schedule.of(strategy, steps_per_epoch)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=strategy.lr)
+    scheduler = torch_scheduler(optimizer, strategy, steps_per_epoch)
+    for step in range(strategy.epochs * steps_per_epoch):
+        assert schedule.lr(strategy.lr, step) == pytest.approx(
+            optimizer.param_groups[0]["lr"], rel=1e-9, abs=1e-12
+        )
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    # per-head rates (tensors) follow the same closed form
+    rates = torch.tensor([0.04, 0.01], dtype=torch.float64)
+    assert schedule.lr(rates, 9).tolist() == pytest.approx([schedule.lr(0.04, 9), schedule.lr(0.01, 9)])
+
+
+def test_warm_up_rises_linearly_from_zero_before_the_schedule():
+    schedule = Schedule.of(StrategySpec(name="s", mode="full", lr=0.1, epochs=3, warmup_epochs=1), 4)
+    assert [schedule.lr(0.1, s) for s in range(6)] == pytest.approx([0.0, 0.025, 0.05, 0.075, 0.1, 0.1])
+
+
+def _learning_rates_used(monkeypatch, run) -> list[float]:
+    """Every learning rate `torch.optim` stepped with while `run()` trains."""
+    seen: list[float] = []
+    for cls in (torch.optim.SGD, torch.optim.AdamW):
+        real = cls.step
+
+        def spy(self, *a, _real=real, **k):
+            seen.append(self.param_groups[0]["lr"])
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(cls, "step", spy)
+    run()
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["partial", "full"])
+def test_a_strategy_without_a_schedule_trains_at_its_learning_rate_throughout(tiny, monkeypatch, mode):
+    backbone, data, master = tiny
+    blocks = {"trainable_blocks": 1} if mode == "partial" else {}
+    t = trial("c", 0, mode=mode, lr=0.02, epochs=3, **blocks)
+    seen = _learning_rates_used(monkeypatch, lambda: finetune(backbone, master, data, t, "accuracy", CPU))
+    assert len(seen) == 3 * math.ceil(40 / 16)
+    assert set(seen) == {0.02}
+    cosine = trial("c", 0, mode=mode, lr=0.02, epochs=3, schedule="cosine", **blocks)
+    seen = _learning_rates_used(
+        monkeypatch, lambda: finetune(backbone, master, data, cosine, "accuracy", CPU)
+    )
+    assert seen[0] == 0.02 and seen == sorted(seen, reverse=True) and seen[-1] < 0.002
+
+
+def test_bn_train_runs_the_frozen_stages_batchnorm_in_train_mode(tiny, monkeypatch):
+    from monitor.engine.training import _finetune
+
+    backbone, data, master = tiny
+    after = {}
+    real_eval = _finetune._evaluate
+
+    def capture(module, *a):
+        after.update({k: v.clone() for k, v in module.state_dict().items()})
+        return real_eval(module, *a)
+
+    monkeypatch.setattr(_finetune, "_evaluate", capture)
+    finetune(
+        backbone,
+        master,
+        data,
+        trial("p", 0, mode="partial", trainable_blocks=1, lr=0.1, bn="train"),
+        "accuracy",
+        CPU,
+    )
+    changed = _changed(master, after)
+    # the frozen stages' weights stay, their BatchNorm statistics follow the new data
+    assert all(k.startswith("features.2.") or "running_" in k for k in changed), changed
+    assert not torch.equal(after["features.0.1.running_mean"], master["features.0.1.running_mean"])
+    assert torch.equal(after["features.0.0.weight"], master["features.0.0.weight"])
+
+
+def test_augmentation_is_the_torchvision_transform_drawn_from_the_seed():
+    import torchvision.transforms.v2.functional as TF
+
+    from monitor.engine.training import Augmenter
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(1, 256, (64, 3, 16, 16), dtype=torch.uint8, generator=g)
+    flip = Augmenter("flip", seed=3, size=16)(images)
+    flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(flip, images, strict=True)]
+    assert all(f or torch.equal(o, i) for f, o, i in zip(flipped, flip, images, strict=True))
+    assert 16 < sum(flipped) < 48  # about half
+    crop = Augmenter("crop_flip", seed=3, size=16)(images)
+    padded = TF.pad(images, [2])  # an eighth of 16 px, zero (black) fill: RandomCrop(16, padding=2)
+    offsets = set()
+    for out, pad in zip(crop, padded, strict=True):
+        windows = [
+            (top, left, flip)
+            for top in range(5)
+            for left in range(5)
+            for flip in (False, True)
+            if torch.equal(out, (lambda w: w.flip(-1) if flip else w)(TF.crop(pad, top, left, 16, 16)))
+        ]
+        assert windows, "not a padded crop of its image"
+        offsets.add(windows[0][:2])
+    assert len(offsets) > 10  # the offsets are spread over the 5 × 5 choices
+    # reproducible from the seed, new draws on every batch, another seed draws differently
+    again = Augmenter("crop_flip", seed=3, size=16)
+    assert torch.equal(again(images), crop) and not torch.equal(again(images), crop)
+    assert not torch.equal(Augmenter("crop_flip", seed=4, size=16)(images), crop)
+
+
+@pytest.mark.parametrize("augment", ["flip", "crop_flip"])
+def test_augmented_fine_tunes_are_reproducible_and_differ_from_plain_ones(tiny, augment):
+    backbone, data, master = tiny
+    plain = trial("a", 0, mode="full", lr=0.05, epochs=3)
+    augmented = trial("a", 0, mode="full", lr=0.05, epochs=3, augment=augment)
+    first = finetune(backbone, master, data, augmented, "accuracy", CPU).details["final_loss"]
+    assert finetune(backbone, master, data, augmented, "accuracy", CPU).details["final_loss"] == first
+    assert finetune(backbone, master, data, plain, "accuracy", CPU).details["final_loss"] != first

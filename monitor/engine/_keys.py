@@ -19,7 +19,9 @@ __all__ = ["PROTOCOL_VERSION", "config_digest", "trial_key"]
 
 # Bump when the training or evaluation protocol changes meaning (schedule, init, metrics, data
 # preparation): every key changes with it and the grid is recomputed once.
-PROTOCOL_VERSION = 1
+#   1: every fine-tune decayed its learning rate on a cosine to 0 (no `schedule` field)
+#   2: the strategy's `schedule` (constant by default), `warmup_epochs`, `bn` and `augment`
+PROTOCOL_VERSION = 2
 
 
 def _digest(payload: Any) -> str:
@@ -48,9 +50,18 @@ def task_fingerprint(task: TaskSpec) -> dict[str, Any]:
 
 
 def strategy_fingerprint(strategy: StrategySpec) -> dict[str, Any]:
+    """The strategy's training fields; those without effect on it are left out, so that changing
+    one of them (or its default) never invalidates stored results."""
     fields = strategy.model_dump(exclude={"name"})
     if strategy.optimizer != "sgd":
-        fields.pop("momentum")  # has no effect on adamw: changing it must not invalidate results
+        fields.pop("momentum")
+    if strategy.schedule not in ("cosine", "linear"):
+        fields.pop("min_lr")
+    if strategy.schedule != "step":
+        fields.pop("step_size")
+        fields.pop("gamma")
+    if strategy.mode != "partial":
+        fields.pop("bn")
     return fields
 
 

@@ -211,6 +211,8 @@ class TaskSpec(_Strict):
 
 
 class StrategySpec(_Strict):
+    """One fine-tune recipe: a cell is exactly what a plain PyTorch loop with these fields trains."""
+
     name: Name
     mode: Literal["linear", "partial", "full"]
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -221,14 +223,53 @@ class StrategySpec(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     trainable_blocks: int | None = Field(None, ge=1)  # partial only: how many last stages train
+    # The learning rate over the steps. "constant" by default: what `torch.optim` does without a
+    # scheduler, so a cell matches the loop a team writes unless the strategy says otherwise.
+    schedule: Literal["constant", "cosine", "step", "linear"] = "constant"
+    min_lr: float = Field(0.0, ge=0)  # cosine, linear: the rate the decay ends at
+    step_size: int | None = Field(None, ge=1)  # step: epochs between two decays
+    gamma: float = Field(0.1, gt=0, le=1)  # step: the factor of each decay (torch's StepLR default)
+    warmup_epochs: int = Field(0, ge=0)  # linear warm-up from 0 before the schedule, in steps
+    # partial: "frozen" keeps the stages that do not train in eval mode (their BatchNorm
+    # statistics stay the pre-trained ones; the cached-activation fast path is exact);
+    # "train" runs the whole model in train mode, as under `model.train()`.
+    bn: Literal["frozen", "train"] = "frozen"
+    augment: Literal["none", "flip", "crop_flip"] = "none"  # training images only
 
     @model_validator(mode="after")
-    def _blocks_for_partial(self) -> StrategySpec:
+    def _fields_fit_the_mode_and_schedule(self) -> StrategySpec:
+        given = self.model_fields_set
         if self.mode == "partial" and self.trainable_blocks is None:
             raise ValueError("trainable_blocks: required when mode is 'partial' (e.g. 1 = the last stage)")
         if self.mode != "partial" and self.trainable_blocks is not None:
             raise ValueError(
                 f"trainable_blocks: only meaningful when mode is 'partial' (mode is {self.mode!r})"
+            )
+        if self.mode != "partial" and "bn" in given:
+            raise ValueError(
+                f"bn: only meaningful when mode is 'partial' (mode is {self.mode!r}: a full fine-tune "
+                "trains every BatchNorm, a linear probe keeps the backbone in eval mode)"
+            )
+        if self.schedule == "step" and self.step_size is None:
+            raise ValueError("step_size: required when schedule is 'step' (epochs between two decays)")
+        if self.schedule != "step":
+            for field in ("step_size", "gamma"):
+                if field in given:
+                    raise ValueError(
+                        f"{field}: only meaningful when schedule is 'step' (schedule is {self.schedule!r})"
+                    )
+        if self.schedule not in ("cosine", "linear") and self.min_lr:
+            raise ValueError(
+                f"min_lr: only meaningful when schedule is 'cosine' or 'linear' (schedule is {self.schedule!r})"
+            )
+        if self.min_lr > self.lr:
+            raise ValueError(
+                f"min_lr: {self.min_lr:g} is above lr {self.lr:g}; a decay ends below where it starts"
+            )
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"warmup_epochs: {self.warmup_epochs} leaves no epoch of the {self.epochs} to train after "
+                "the warm-up (use fewer warm-up epochs or more epochs)"
             )
         return self
 

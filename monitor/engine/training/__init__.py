@@ -1,17 +1,20 @@
 """The torch side of the engine, imported only inside worker processes (and by tests/benchmarks)."""
 
+from ._augment import Augmenter, augmenter
 from ._chain import Chain, find_chain
 from ._device import Runtime, resolve_devices, runtime_for
 from ._finetune import Feed, finetune, image_feed, set_trainable
 from ._group import ModelCache, activation_feed, run_group
 from ._linear import extract_features, train_linear_heads
 from ._metrics import METRICS, score_predictions
-from ._optim import BatchedAdamW, BatchedSGD, cosine_factor, init_head
+from ._optim import BatchedAdamW, BatchedSGD, init_head
+from ._schedule import Schedule
 from ._tensors import GroupData
 from ._worker import serve
 
 __all__ = [
     "METRICS",
+    "Augmenter",
     "BatchedAdamW",
     "BatchedSGD",
     "Chain",
@@ -19,8 +22,9 @@ __all__ = [
     "GroupData",
     "ModelCache",
     "Runtime",
+    "Schedule",
     "activation_feed",
-    "cosine_factor",
+    "augmenter",
     "extract_features",
     "find_chain",
     "finetune",

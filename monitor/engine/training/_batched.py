@@ -1,11 +1,12 @@
 """Several `partial`/`full` fine-tunes of one model trained at once with `torch.func.vmap`.
 
 Trials that share a schedule (mode, trainable stages, optimizer, epochs, batch size, momentum,
-label smoothing) and differ only by seed, learning rate or weight decay are stacked: H copies of
+label smoothing, lr schedule, warm-up, BatchNorm mode, augmentation) and differ only by seed,
+learning rate or weight decay are stacked: H copies of
 the trainable parameters (and of the BatchNorm statistics they update), one forward/backward for
 all of them. On a GPU a small model leaves most of the device idle; stacking fills it. Every
-model still gets exactly its own initialisation, data order and updates (a test checks batched
-against looped training).
+model still gets exactly its own initialisation, data order, augmentation and updates (a test
+checks batched against looped training).
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from torch.utils.hooks import RemovableHandle
 from ...models import Backbone
 from ...types import TrialResult
 from .._plan import TrialSpec
+from ._augment import augmenter
 from ._device import Runtime
 from ._finetune import Feed, set_trainable
 from ._metrics import score_predictions
-from ._optim import BatchedAdamW, BatchedSGD, cosine_factor, init_head
+from ._optim import BatchedAdamW, BatchedSGD, init_head
+from ._schedule import Schedule
 from ._tensors import GroupData
 
 __all__ = ["finetune_batched"]
@@ -52,7 +55,7 @@ def finetune_batched(
     strategy = trials[0].strategy
     heads, device = len(trials), runtime.device
     backbone.module.load_state_dict(master)
-    trainable = set_trainable(backbone, strategy.mode, strategy.trainable_blocks)
+    trainable = set_trainable(backbone, strategy.mode, strategy.trainable_blocks, strategy.bn)
     net = feed.forward
     trainable_ids = {id(p) for p in trainable}
     stacked = {
@@ -80,9 +83,10 @@ def finetune_batched(
     params = [*stacked.values(), head_w, head_b]
     optimizer: BatchedSGD | BatchedAdamW
     if strategy.optimizer == "sgd":
-        optimizer = BatchedSGD(params, lr, wd, strategy.momentum)
+        optimizer = BatchedSGD(params, wd, strategy.momentum)
     else:
-        optimizer = BatchedAdamW(params, lr, wd)
+        optimizer = BatchedAdamW(params, wd)
+    augments = [augmenter(strategy.augment, t.seed, data.train_x.shape[-1]) for t in trials]
 
     def loss_of(tp: dict, hw: torch.Tensor, hb: torch.Tensor, tb: dict, x: torch.Tensor, y: torch.Tensor):
         with runtime.autocast():
@@ -97,7 +101,7 @@ def finetune_batched(
     try:
         n = data.train_y.shape[0]
         batch = min(strategy.batch_size, n)
-        total = strategy.epochs * math.ceil(n / batch)
+        schedule = Schedule.of(strategy, math.ceil(n / batch))
         active = torch.ones(heads, dtype=torch.bool, device=device)
         ever_bad = torch.zeros(heads, dtype=torch.bool, device=device)
         step = 0
@@ -106,9 +110,13 @@ def finetune_batched(
             order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
             for begin in range(0, n, batch):
                 idx = order[:, begin : begin + batch]  # [H, B]
+                inputs = feed.train[idx.reshape(-1)]
+                if augments[0] is not None:  # each model's batch with its own draws
+                    parts = inputs.split(idx.shape[1])
+                    inputs = torch.cat([a(part) for a, part in zip(augments, parts, strict=True)])  # type: ignore[misc]
                 # .float(): activations may be cached in bf16, and under vmap autocast does not
                 # cast an unbatched bf16 input for batched fp32 weights (exact: bf16 -> fp32 -> bf16)
-                x = feed.prepare(feed.train[idx.reshape(-1)]).float()
+                x = feed.prepare(inputs).float()
                 x = x.reshape(heads, -1, *x.shape[1:])
                 (grads, loss) = step_fn(stacked, head_w, head_b, moving, x, data.train_y[idx])
                 (g_params, g_w, g_b) = grads
@@ -118,7 +126,7 @@ def finetune_batched(
                 finite = torch.isfinite(loss)
                 ever_bad |= ~finite
                 active &= finite
-                optimizer.step(cosine_factor(step, total), active)
+                optimizer.step(schedule.lr(lr, step), active)
                 step += 1
         scores = _evaluate(net, shared, stacked, moving, head_w, head_b, feed, data, metric, runtime)
     finally:

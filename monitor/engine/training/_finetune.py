@@ -21,9 +21,11 @@ from ...models import Backbone, submodule
 from ...settings import StrategySpec
 from ...types import TrialResult
 from .._plan import TrialSpec
+from ._augment import augmenter
 from ._device import Runtime
 from ._metrics import score_predictions
-from ._optim import cosine_factor, init_head
+from ._optim import init_head
+from ._schedule import Schedule
 from ._tensors import GroupData
 
 __all__ = ["Feed", "finetune", "image_feed", "set_trainable"]
@@ -57,14 +59,20 @@ def finetune(
 ) -> TrialResult:
     """Fine-tune from `master` with the trial's strategy and seed; score on the test split.
 
+    This is the loop of README "Strategies and the training protocol": a fresh head drawn from
+    the seed's generator, the model in train mode (stages that do not train in eval mode unless
+    `bn: train`), one permutation of the training set per epoch from the same generator, the
+    learning rate of each step from `Schedule`, cross-entropy, `torch.optim`.
     `micro_batch` splits each batch into gradient-accumulated chunks (same update, less memory):
     the answer to an out-of-memory error.
     """
     start = time.perf_counter()
     feed = feed or image_feed(backbone, data)
     strategy = trial.strategy
+    if strategy.augment != "none" and feed.kind != "images":
+        raise ValueError("augmented training needs the images, not cached activations")
     backbone.module.load_state_dict(master)  # on-device copy: also resets BatchNorm statistics
-    trainable = set_trainable(backbone, strategy.mode, strategy.trainable_blocks)
+    trainable = set_trainable(backbone, strategy.mode, strategy.trainable_blocks, strategy.bn)
 
     generator = torch.Generator().manual_seed(trial.seed)
     torch.manual_seed(trial.seed)  # dropout and other stochastic layers
@@ -74,33 +82,39 @@ def finetune(
         head.weight.copy_(weight)
         head.bias.copy_(bias)
     optimizer = _optimizer([*trainable, *head.parameters()], strategy)
+    augment = augmenter(strategy.augment, trial.seed, data.train_x.shape[-1])
     n = data.train_y.shape[0]
     batch = min(strategy.batch_size, n)
     micro = min(micro_batch or batch, batch)
-    total = strategy.epochs * math.ceil(n / batch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_factor(s, total))
+    schedule = Schedule.of(strategy, math.ceil(n / batch))
 
     finite = torch.ones((), dtype=torch.bool, device=runtime.device)
     diverged = False
+    step = 0
     loss_value = torch.zeros((), device=runtime.device)
     for _ in range(strategy.epochs):
         order = torch.randperm(n, generator=generator).to(runtime.device)
         for begin in range(0, n, batch):
             idx = order[begin : begin + batch]
+            inputs = feed.train[idx]
+            if augment is not None:
+                inputs = augment(inputs)  # drawn per batch, before any split into micro-batches
+            for group in optimizer.param_groups:
+                group["lr"] = schedule.lr(strategy.lr, step)
             optimizer.zero_grad(set_to_none=True)
             loss_value = torch.zeros((), device=runtime.device)
-            for chunk in idx.split(micro):
+            for chunk, labels in zip(inputs.split(micro), idx.split(micro), strict=True):
                 with runtime.autocast():
-                    logits = head(feed.forward(feed.prepare(feed.train[chunk])))
+                    logits = head(feed.forward(feed.prepare(chunk)))
                 loss = F.cross_entropy(
-                    logits.float(), data.train_y[chunk], label_smoothing=strategy.label_smoothing
+                    logits.float(), data.train_y[labels], label_smoothing=strategy.label_smoothing
                 )
-                share = chunk.numel() / idx.numel()
+                share = labels.numel() / idx.numel()
                 (loss * share).backward()
                 loss_value = loss_value + loss.detach() * share
             finite &= torch.isfinite(loss_value)
             optimizer.step()
-            scheduler.step()
+            step += 1
         if not bool(finite):  # one CPU-GPU sync per epoch, not per step
             diverged = True  # scored as it is, like any other outcome
             break
@@ -144,8 +158,15 @@ def _optimizer(params: list[nn.Parameter], strategy: StrategySpec) -> torch.opti
     raise AssertionError("unreachable")
 
 
-def set_trainable(backbone: Backbone, mode: str, blocks: int | None) -> list[nn.Parameter]:
-    """Set requires_grad and train/eval modes for `mode`; return the parameters that train."""
+def set_trainable(
+    backbone: Backbone, mode: str, blocks: int | None, bn: str = "frozen"
+) -> list[nn.Parameter]:
+    """Set requires_grad and train/eval modes for `mode`; return the parameters that train.
+
+    `linear` (and "frozen", between trials): everything in eval mode, nothing trains. `full`:
+    everything trains, in train mode. `partial`: the last `blocks` stages train; with `bn`
+    "frozen" only they are in train mode, with "train" the whole model is (as `model.train()`).
+    """
     module = backbone.module
     for parameter in module.parameters():
         parameter.requires_grad_(False)
@@ -157,8 +178,10 @@ def set_trainable(backbone: Backbone, mode: str, blocks: int | None) -> list[nn.
     elif mode == "partial":
         assert blocks is not None
         modules = backbone.trainable_modules(blocks)
+        if bn == "train":
+            module.train()  # every BatchNorm normalises with batch statistics and updates its own
         for m in modules:
-            m.train()  # frozen stages stay in eval mode: their BatchNorm statistics do not move
+            m.train()  # with bn "frozen" the other stages stay in eval mode: their statistics do not move
     else:
         return []
     params: list[nn.Parameter] = []

@@ -90,8 +90,11 @@ def run_group(
     backbone, chain = cache.get(group, runtime)
     data = GroupData.load(group.data, group.model.normalize, runtime)
     metric = group.task.metric
-    linear = [t for t in group.trials if t.strategy.mode == "linear"]
-    others = [t for t in group.trials if t.strategy.mode != "linear"]
+    # Linear probes train on features computed once, unless they augment: then every batch
+    # needs the backbone, and they train like a fine-tune of nothing but the head.
+    on_features = [t.strategy.mode == "linear" and t.strategy.augment == "none" for t in group.trials]
+    linear = [t for t, shared in zip(group.trials, on_features, strict=True) if shared]
+    others = [t for t, shared in zip(group.trials, on_features, strict=True) if not shared]
 
     def pace() -> None:
         if threads is not None and runtime.device.type == "cpu":
@@ -124,8 +127,11 @@ def run_group(
         feeds: dict[int | None, Feed] = {}
 
         def feed_for(trial: TrialSpec) -> Feed:
-            # partial trials of a chain-shaped model train from activations cached per depth
-            blocks = trial.strategy.trainable_blocks if trial.strategy.mode == "partial" else None
+            # partial trials of a chain-shaped model train from activations cached per depth, when
+            # the frozen prefix computes the same thing every time: in eval mode, on plain images
+            s = trial.strategy
+            cacheable = s.mode == "partial" and s.bn == "frozen" and s.augment == "none"
+            blocks = s.trainable_blocks if cacheable else None
             if blocks not in feeds:
                 feed = activation_feed(backbone, chain, data, blocks, runtime) if chain and blocks else None
                 if feed is None:
@@ -202,12 +208,16 @@ def _features_with_retry(
 
 
 def _stacks(trials: list[TrialSpec], runtime: Runtime) -> list[list[TrialSpec]]:
-    """Trials to train together: one stack per schedule when batching, else one trial each."""
+    """Trials to train together: one stack per schedule when batching, else one trial each.
+
+    Augmented linear probes always train one at a time (their backbone has nothing to stack).
+    """
     if not runtime.batch_finetunes:
         return [[t] for t in trials]
     stacks: dict[tuple[object, ...], list[TrialSpec]] = {}
     for trial in trials:
-        stacks.setdefault(schedule_of(trial), []).append(trial)
+        key = schedule_of(trial) if trial.strategy.mode != "linear" else (trial.key,)
+        stacks.setdefault(key, []).append(trial)
     return list(stacks.values())
 
 

@@ -2,9 +2,12 @@
 
 A linear cell's backbone never changes, so its features are computed once per work group and
 shared by all linear trials. Trials that share a schedule (optimizer, epochs, batch size,
-momentum, label smoothing) are stacked into H heads — W [H, C, D], b [H, C] — and trained together
-with per-head learning rate, weight decay, initialisation and data order. Each head sees exactly
-what it would see trained alone (same RNG draws, same updates), only without H separate loops.
+momentum, label smoothing, lr schedule and warm-up) are stacked into H heads — W [H, C, D],
+b [H, C] — and trained together with per-head learning rate, weight decay, initialisation and
+data order. Each head sees exactly what it would see trained alone (same RNG draws, same
+updates), only without H separate loops.
+A linear probe with `augment` needs the backbone on every augmented batch: it trains as a
+fine-tune with nothing but the head trainable (`_finetune`), not here.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from ...types import TrialResult
 from .._plan import TrialSpec
 from ._device import Runtime
 from ._metrics import score_predictions
-from ._optim import BatchedAdamW, BatchedSGD, cosine_factor, init_head, schedule_of
+from ._optim import BatchedAdamW, BatchedSGD, init_head, schedule_of
+from ._schedule import Schedule
 from ._tensors import GroupData
 
 __all__ = ["extract_features", "train_linear_heads"]
@@ -100,12 +104,11 @@ def _train_stack(
     wd = torch.tensor([t.strategy.weight_decay for t in trials], dtype=torch.float32, device=device)
     optimizer: BatchedSGD | BatchedAdamW
     if strategy.optimizer == "sgd":
-        optimizer = BatchedSGD([weight, bias], lr, wd, strategy.momentum)
+        optimizer = BatchedSGD([weight, bias], wd, strategy.momentum)
     else:
-        optimizer = BatchedAdamW([weight, bias], lr, wd)
+        optimizer = BatchedAdamW([weight, bias], wd)
     batch = min(strategy.batch_size, n)
-    steps_per_epoch = math.ceil(n / batch)
-    total = strategy.epochs * steps_per_epoch
+    schedule = Schedule.of(strategy, math.ceil(n / batch))
     active = torch.ones(heads, dtype=torch.bool, device=device)
     loss = torch.zeros(heads, device=device)
     step = 0
@@ -133,7 +136,7 @@ def _train_stack(
             loss.sum().backward()
             # No sync here: a head whose loss is not finite is frozen where it stands (diverged).
             active &= torch.isfinite(loss).detach()
-            optimizer.step(cosine_factor(step, total), active)
+            optimizer.step(schedule.lr(lr, step), active)
             step += 1
     with torch.no_grad():
         logits = torch.baddbmm(bias[:, None, :], test_x.expand(heads, -1, -1), weight.transpose(1, 2))

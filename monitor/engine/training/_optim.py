@@ -1,8 +1,9 @@
-"""Optimizers for a stack of H linear heads trained as one batched op, and the LR schedule.
+"""Optimizers for a stack of H models (or linear heads) trained as one batched op.
 
 They follow torch.optim.SGD (momentum, coupled weight decay, no dampening) and torch.optim.AdamW
 (decoupled weight decay) exactly, with a learning rate and weight decay *per head*; a test checks
-them against torch.optim on single heads. Heads marked inactive (diverged) are frozen as they are.
+them against torch.optim on single heads. Each step takes the heads' learning rates of that step
+(from `Schedule.lr`). Heads marked inactive (diverged) are frozen as they are.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 
 from .._plan import TrialSpec
 
-__all__ = ["BatchedAdamW", "BatchedSGD", "cosine_factor", "init_head", "schedule_of"]
+__all__ = ["BatchedAdamW", "BatchedSGD", "init_head", "schedule_of"]
 
 
 def schedule_of(trial: TrialSpec) -> tuple[object, ...]:
@@ -27,12 +28,14 @@ def schedule_of(trial: TrialSpec) -> tuple[object, ...]:
         s.batch_size,
         s.momentum if s.optimizer == "sgd" else None,
         s.label_smoothing,
+        s.schedule,
+        s.min_lr,
+        s.step_size,
+        s.gamma,
+        s.warmup_epochs,
+        s.bn,
+        s.augment,
     )
-
-
-def cosine_factor(step: int, total: int) -> float:
-    """Cosine decay from 1 to 0 over `total` steps, no warm-up (the compact protocol's schedule)."""
-    return 0.5 * (1.0 + math.cos(math.pi * step / max(1, total)))
 
 
 def init_head(
@@ -50,14 +53,13 @@ def _per_head(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class BatchedSGD:
-    def __init__(
-        self, params: list[torch.Tensor], lr: torch.Tensor, weight_decay: torch.Tensor, momentum: float
-    ) -> None:
-        self.params, self.lr, self.weight_decay, self.momentum = params, lr, weight_decay, momentum
+    def __init__(self, params: list[torch.Tensor], weight_decay: torch.Tensor, momentum: float) -> None:
+        self.params, self.weight_decay, self.momentum = params, weight_decay, momentum
         self._buffers: list[torch.Tensor | None] = [None] * len(params)
 
     @torch.no_grad()
-    def step(self, factor: float, active: torch.Tensor) -> None:
+    def step(self, lr: torch.Tensor, active: torch.Tensor) -> None:
+        """One update with the heads' learning rates `lr` [H] of this step."""
         for i, p in enumerate(self.params):
             assert p.grad is not None
             grad = p.grad + _per_head(self.weight_decay, p) * p
@@ -66,7 +68,7 @@ class BatchedSGD:
                 buf = grad.clone() if buf is None else buf.mul_(self.momentum).add_(grad)
                 self._buffers[i] = buf
                 grad = buf
-            update = _per_head(self.lr * factor, p) * grad
+            update = _per_head(lr, p) * grad
             p.copy_(torch.where(_per_head(active, p), p - update, p))
 
 
@@ -74,28 +76,28 @@ class BatchedAdamW:
     def __init__(
         self,
         params: list[torch.Tensor],
-        lr: torch.Tensor,
         weight_decay: torch.Tensor,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
     ) -> None:
-        self.params, self.lr, self.weight_decay = params, lr, weight_decay
+        self.params, self.weight_decay = params, weight_decay
         self.betas, self.eps = betas, eps
         self._m = [torch.zeros_like(p) for p in params]
         self._v = [torch.zeros_like(p) for p in params]
         self._t = 0
 
     @torch.no_grad()
-    def step(self, factor: float, active: torch.Tensor) -> None:
+    def step(self, lr: torch.Tensor, active: torch.Tensor) -> None:
+        """One update with the heads' learning rates `lr` [H] of this step."""
         self._t += 1
         beta1, beta2 = self.betas
         for p, m, v in zip(self.params, self._m, self._v, strict=True):
             assert p.grad is not None
-            lr = _per_head(self.lr * factor, p)
+            rate = _per_head(lr, p)
             keep = _per_head(active, p)
-            decayed = p * (1 - lr * _per_head(self.weight_decay, p))
+            decayed = p * (1 - rate * _per_head(self.weight_decay, p))
             m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
             v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
             denom = (v.sqrt() / math.sqrt(1 - beta2**self._t)).add_(self.eps)
-            new = decayed - (lr / (1 - beta1**self._t)) * m / denom
+            new = decayed - (rate / (1 - beta1**self._t)) * m / denom
             p.copy_(torch.where(keep, new, p))
