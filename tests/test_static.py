@@ -50,3 +50,15 @@ def test_the_daemon_side_of_the_package_does_not_import_torch():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("path", ["benchmarks/baseline.py", "tests/test_reference.py"])
+def test_the_references_that_check_the_engine_share_no_code_with_it(path):
+    """A baseline that imported the engine's code would measure the engine against itself."""
+    import ast
+
+    tree = ast.parse((REPO / path).read_text())
+    imported = [
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    ] + [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    assert imported and not [name for name in imported if name.split(".")[0] == "monitor"], imported
