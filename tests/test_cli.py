@@ -193,9 +193,12 @@ def test_run_once_json_on_a_torchvision_resnet18(resnet_workspace):
 
 
 def test_run_once_prints_a_table_and_check_config_the_grid(resnet_workspace):
-    result = cli("check-config", cwd=resnet_workspace)
+    result = cli("check-config", cwd=resnet_workspace, env={"COLUMNS": "200"})
     assert result.returncode == 0, result.stderr + result.stdout
     assert "= 8 fine-tunes" in result.stdout.replace("\n", " ") and "configuration ok" in result.stdout
+    # each strategy with the schedule, warm-up, BatchNorm mode and augmentation it trains with
+    last_block = next(line for line in result.stdout.splitlines() if "last-block" in line)
+    assert all(word in last_block for word in ("constant", "frozen stages in eval", "none")), last_block
     table = cli("run-once", cwd=resnet_workspace, env={"COLUMNS": "160"})
     assert table.returncode == 0
     assert "resnet18-prod" in table.stdout and "P(M)" in table.stdout and "linear-lr0.1" in table.stdout
@@ -268,3 +271,20 @@ def test_report_writes_html_with_plots(resnet_workspace, tmp_path):
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     single = cli("report", "--out", str(tmp_path / "grid.png"), cwd=resnet_workspace)
     assert single.returncode == 0 and (tmp_path / "grid.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_check_config_says_how_each_strategy_trains():
+    from monitor.cli._check import batchnorm_text, schedule_text
+    from monitor.settings import StrategySpec
+
+    def spec(**fields):
+        return StrategySpec(name="s", lr=0.1, epochs=4, **{"mode": "full", **fields})
+
+    assert schedule_text(spec()) == "constant"
+    assert schedule_text(spec(schedule="cosine", min_lr=0.001)) == "cosine → 0.001"
+    assert schedule_text(spec(schedule="linear")) == "linear → 0"
+    assert schedule_text(spec(schedule="step", step_size=2, gamma=0.5)) == "step ×0.5 / 2 ep"
+    assert batchnorm_text(spec(mode="linear")) == "eval (frozen backbone)"
+    assert batchnorm_text(spec()) == "train"
+    assert batchnorm_text(spec(mode="partial", trainable_blocks=1)) == "frozen stages in eval"
+    assert batchnorm_text(spec(mode="partial", trainable_blocks=1, bn="train")) == "train (every stage)"

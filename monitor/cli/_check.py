@@ -7,11 +7,11 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import MonitorError
-from ..settings import Settings, redact_url
+from ..settings import Settings, StrategySpec, redact_url
 from ..sources import list_snapshots, model_version
 from ..store import redacted_database_url
 
-__all__ = ["check_config"]
+__all__ = ["batchnorm_text", "check_config", "schedule_text"]
 
 
 def check_config(settings: Settings, out: Console) -> int:
@@ -79,7 +79,18 @@ def check_config(settings: Settings, out: Console) -> int:
     out.print(datasets)
 
     strategies = Table(title="strategies", title_justify="left")
-    for column in ("strategy", "mode", "optimizer", "lr", "epochs", "batch", "weight decay", "blocks"):
+    columns = (
+        "strategy",
+        "mode",
+        "optimizer",
+        "lr",
+        "schedule",
+        "warm-up",
+        "epochs",
+        "batch",
+        "weight decay",
+    )
+    for column in (*columns, "blocks", "batchnorm", "augment"):
         strategies.add_column(column)
     for s in settings.strategies:
         strategies.add_row(
@@ -87,10 +98,14 @@ def check_config(settings: Settings, out: Console) -> int:
             s.mode,
             s.optimizer,
             f"{s.lr:g}",
+            schedule_text(s),
+            f"{s.warmup_epochs} ep" if s.warmup_epochs else "-",
             str(s.epochs),
             str(s.batch_size),
             f"{s.weight_decay:g}",
             str(s.trainable_blocks or "-"),
+            batchnorm_text(s),
+            s.augment,
         )
     out.print(strategies)
 
@@ -111,3 +126,21 @@ def check_config(settings: Settings, out: Console) -> int:
         return 2
     out.print("[green]configuration ok[/green]")
     return 0
+
+
+def schedule_text(strategy: StrategySpec) -> str:
+    """The learning-rate schedule as it will run: `constant`, `cosine → 0`, `step ×0.1 / 2 ep`."""
+    if strategy.schedule in ("cosine", "linear"):
+        return f"{strategy.schedule} → {strategy.min_lr:g}"
+    if strategy.schedule == "step":
+        return f"step ×{strategy.gamma:g} / {strategy.step_size} ep"
+    return strategy.schedule
+
+
+def batchnorm_text(strategy: StrategySpec) -> str:
+    """What the backbone's BatchNorm layers do while the strategy trains."""
+    if strategy.mode == "linear":
+        return "eval (frozen backbone)"
+    if strategy.mode == "full":
+        return "train"
+    return "train (every stage)" if strategy.bn == "train" else "frozen stages in eval"
