@@ -18,8 +18,10 @@ __all__ = [
     "AlertStateName",
     "CellResult",
     "CellStatus",
+    "DatasetNoise",
     "ModelScore",
     "ModelVersion",
+    "Predictions",
     "RunStatus",
     "SnapshotInfo",
     "TrialResult",
@@ -64,6 +66,28 @@ class ModelVersion:
 
 
 @dataclass(frozen=True)
+class Predictions:
+    """What a trial predicted for each example of its test split, beside the true labels.
+
+    The evidence its test-sampling noise is estimated from (`monitor.scoring`). Examples are in
+    the snapshot's fixed test order, the same for every trial of one snapshot and task; labels
+    and predictions are unsigned 16-bit little-endian class indices, one per example.
+    """
+
+    labels: bytes
+    predicted: bytes
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        if len(self.labels) != len(self.predicted) or len(self.labels) % 2:
+            raise ValueError("labels and predictions must be 16-bit class indices of equal length")
+
+    @property
+    def count(self) -> int:
+        return len(self.labels) // 2
+
+
+@dataclass(frozen=True)
 class TrialResult:
     """The outcome of one fine-tune (one cell, one seed)."""
 
@@ -74,6 +98,7 @@ class TrialResult:
     seconds: float
     error: str | None = None
     details: dict[str, float | int | str] = field(default_factory=dict)
+    predictions: Predictions | None = None  # None for failed trials (and results of old releases)
 
 
 @dataclass(frozen=True)
@@ -91,6 +116,25 @@ class CellResult:
     seconds: float
     error: str | None = None
     keys: tuple[str, ...] = ()
+    # The scored seeds' test predictions, in the order of `seed_scores` (empty when unknown):
+    # used to score the test-sampling noise, never stored with the cell (the trials hold them).
+    predictions: tuple[Predictions, ...] = field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class DatasetNoise:
+    """The noise in one dataset's score (the mean of its cells), as variances; P(M) gets each
+    with the dataset's weight squared.
+
+    `seeds`: from the seed replicates (training noise), shared with another run only when it
+    used the very same trials (same model version, snapshot and strategies: equal `trials`). `test`: the test
+    sample's own sampling noise, shared with any run on the same snapshot. None: not estimable.
+    """
+
+    snapshot: str
+    seeds: float | None
+    test: float | None
+    trials: str = ""  # a digest of the trial keys behind the dataset's cells: equal = the same trials
 
 
 @dataclass(frozen=True)
@@ -104,7 +148,7 @@ class ModelScore:
     model: str
     version: str
     persistence: float | None
-    stderr: float | None
+    stderr: float | None  # seeds and test-sample noise (DESIGN.md §1)
     spread: float | None
     worst_cell: tuple[str, str, str] | None  # (task, dataset, strategy)
     worst_cell_score: float | None
@@ -114,6 +158,9 @@ class ModelScore:
     task_scores: dict[str, float] = field(default_factory=dict)
     dataset_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> dataset -> score
     strategy_scores: dict[str, float] = field(default_factory=dict)
+    # `stderr` counts the seeds and the test samples; this is the seed replicates' part alone.
+    stderr_seeds: float | None = None
+    noise: dict[str, dict[str, DatasetNoise]] = field(default_factory=dict)  # task -> dataset -> noise
 
 
 AlertStateName = Literal["ok", "pending", "firing", "resolved"]

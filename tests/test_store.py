@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -139,7 +141,7 @@ def test_open_migrates_a_fresh_database_to_head(url: str) -> None:
             tables = set(inspect(connection).get_table_names())
         assert {"runs", "run_models", "run_cells", "trials", "snapshots", "model_versions"} <= tables
         assert {"alert_states", "outbox", "notification_counts"} <= tables
-        assert head_revision() == "0003"
+        assert head_revision() == "0004"
         with engine.connect() as connection:
             columns = {c["name"]: c for c in inspect(connection).get_columns("runs")}
         assert {"owner", "heartbeat_at"} <= set(columns)
@@ -248,6 +250,72 @@ def test_trials_are_found_by_key_and_the_first_result_wins(store: Store) -> None
         "epochs": 3,
         "note": "nan at epoch 2",
     }
+
+
+def test_trials_keep_their_test_predictions(store: Store) -> None:
+    from monitor.types import Predictions
+
+    run_id = new_run_id()
+    store.begin_run(run_id, trigger="cli", config_digest="c", plan={})
+    labels = struct.pack("<640H", *[i // 64 for i in range(640)])
+    predicted = struct.pack("<640H", *[(i // 64 + (i % 7 == 0)) % 10 for i in range(640)])
+    with_predictions = TrialResult("kp", 0, "ok", 0.85, 1.0, predictions=Predictions(labels, predicted, 10))
+    save(store, with_predictions, run_id)
+    save(store, trial("kn"), run_id)
+    found = store.find_trials(["kp", "kn"])
+    assert found["kp"].predictions == Predictions(labels, predicted, 10)
+    assert found["kn"].predictions is None
+    with store._engine.connect() as connection:  # zlib keeps it small: 2.5 KB raw
+        size = connection.execute(text("SELECT length(predictions) FROM trials WHERE key = 'kp'")).scalar()
+    assert size is not None and size < 500
+
+
+def test_a_score_keeps_its_seed_only_stderr_and_the_noise_of_each_dataset(store: Store) -> None:
+    from monitor.types import DatasetNoise
+
+    noise = {"defects": {"line-a": DatasetNoise("s1", 1e-5, 4e-5), "line-b": DatasetNoise("s2", 2e-5, None)}}
+    score = dataclasses.replace(model_score("r18", 0.8), stderr=0.0089, stderr_seeds=0.0055, noise=noise)
+    run_id = run(store, hours=1, scores=[score])
+    (stored,) = store.get_run(run_id).models
+    assert (stored.stderr, stored.stderr_seeds, stored.noise) == (0.0089, 0.0055, noise)
+
+
+def test_scores_written_before_revision_0004_read_their_stderr_as_seed_only(url: str) -> None:
+    engine = connect_engine(parse_url(url))
+    run_id = new_run_id()
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "0003")
+            connection.execute(
+                insert(RunRow).values(
+                    id=run_id,
+                    trigger="cli",
+                    status="completed",
+                    started_at=T0,
+                    finished_at=T0,
+                    seconds=1.0,
+                    config_digest="c",
+                    plan={},
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO run_models (run_id, model, position, version, digest, persistence, stderr, "
+                    "coverage, cells_planned, cells_scored, task_scores, dataset_scores, strategy_scores) "
+                    "VALUES (:run, 'r18', 0, 'v', 'd', 0.8, 0.01, 1.0, 1, 1, '{}', '{}', '{}')"
+                ),
+                {"run": run_id},
+            )
+        with Store.open(url) as store:
+            (score,) = store.get_run(run_id).models
+            assert (score.stderr, score.stderr_seeds, score.noise) == (0.01, 0.01, {})
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0003")
+            assert "noise" not in {c["name"] for c in inspect(connection).get_columns("run_models")}
+            assert "predictions" not in {c["name"] for c in inspect(connection).get_columns("trials")}
+            assert connection.execute(text("SELECT count(*) FROM run_models")).scalar() == 1
+    finally:
+        engine.dispose()
 
 
 def test_trial_lookup_is_chunked_below_the_bound_variable_limits(store: Store) -> None:

@@ -93,7 +93,7 @@ def test_revision_0003_creates_the_alert_tables_and_matches_the_models(store: St
     engine = _plain_engine(url)
     try:
         with engine.connect() as connection:
-            assert MigrationContext.configure(connection).get_current_revision() == "0003"
+            assert MigrationContext.configure(connection).get_current_revision() == "0004"  # head
             inspector = inspect(connection)
             assert {"alert_states", "outbox", "notification_counts"} <= set(inspector.get_table_names())
             assert inspector.get_pk_constraint("alert_states")["constrained_columns"] == ["model", "rule"]

@@ -7,7 +7,8 @@ alembic's autogenerate and fail on any difference).
                     `owner` + `heartbeat_at` tell whether the process running it is still alive
     run_models      P(M) and its companions per model of a run         (PK run_id, model)
     run_cells       the cells of a run, in plan order                   (unique run, cell)
-    trials          the fine-tune cache by content key: ok/diverged only (failed ones are retried)
+    trials          the fine-tune cache by content key: ok/diverged only (failed ones are retried),
+                    with each trial's test predictions
     snapshots       every snapshot version seen, accepted or rejected   (unique snapshot, digest)
     model_versions  every weights digest seen per model                 (unique model, digest)
     alert_states    where each alert rule stands for each model         (PK model, rule)
@@ -31,6 +32,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -149,7 +151,8 @@ class RunModelRow(Base):
     version: Mapped[str] = mapped_column(String(64))
     digest: Mapped[str] = mapped_column(String(128))
     persistence: Mapped[float | None] = mapped_column(Double)
-    stderr: Mapped[float | None] = mapped_column(Double)
+    stderr: Mapped[float | None] = mapped_column(Double)  # seeds and test samples (seeds only before 0004)
+    stderr_seeds: Mapped[float | None] = mapped_column(Double)
     spread: Mapped[float | None] = mapped_column(Double)
     worst_cell: Mapped[list[Any] | None]  # [task, dataset, strategy]
     worst_cell_score: Mapped[float | None] = mapped_column(Double)
@@ -159,6 +162,8 @@ class RunModelRow(Base):
     task_scores: Mapped[dict[str, Any]]
     dataset_scores: Mapped[dict[str, Any]]  # task -> dataset -> score
     strategy_scores: Mapped[dict[str, Any]]
+    # task -> dataset -> {snapshot, seeds, test}: the variance each dataset puts into P(M)
+    noise: Mapped[dict[str, Any] | None]
 
 
 class RunCellRow(Base):
@@ -200,6 +205,9 @@ class TrialRow(Base):
     seconds: Mapped[float] = mapped_column(Double)
     error: Mapped[str | None] = mapped_column(Text)  # e.g. why a diverged trial is marked so
     details: Mapped[dict[str, Any]]
+    # The predicted and true label of every test example, zlib-compressed (`store._convert`):
+    # what the test-sampling noise of P(M) is estimated from. NULL for trials of older releases.
+    predictions: Mapped[bytes | None] = mapped_column(LargeBinary)
     # Trials outlive the run that computed them (later runs reuse them): deleting a run keeps them.
     run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     created_at: Mapped[datetime]

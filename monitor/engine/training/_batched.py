@@ -28,7 +28,7 @@ from .._plan import TrialSpec
 from ._augment import augmenter
 from ._device import Runtime
 from ._finetune import Feed, set_trainable
-from ._metrics import score_predictions
+from ._metrics import predictions_of, score_predictions
 from ._optim import BatchedAdamW, BatchedSGD, init_head
 from ._schedule import Schedule
 from ._tensors import GroupData
@@ -128,12 +128,15 @@ def finetune_batched(
                 active &= finite
                 optimizer.step(schedule.lr(lr, step), active)
                 step += 1
-        scores = _evaluate(net, shared, stacked, moving, head_w, head_b, feed, data, metric, runtime)
+        scores, predicted = _evaluate(
+            net, shared, stacked, moving, head_w, head_b, feed, data, metric, runtime
+        )
     finally:
         for hook in hooks:
             hook.remove()
         set_trainable(backbone, "frozen", None)
     each = (time.perf_counter() - start) / heads
+    predictions = predictions_of(predicted, data.test_y, data.num_classes)
     diverged = ever_bad.tolist()
     losses = loss.detach().float().tolist()
     return [
@@ -151,6 +154,7 @@ def finetune_batched(
                 "models_batched": heads,
                 "precision": runtime.precision,  # (fp32 stacks on CPUs)
             },
+            predictions=predictions[h],
         )
         for h, t in enumerate(trials)
     ]
@@ -189,7 +193,7 @@ def _evaluate(
     data: GroupData,
     metric: str,
     runtime: Runtime,
-) -> list[float]:
+) -> tuple[list[float], torch.Tensor]:
     net.eval()
 
     def logits_of(tp: dict, tb: dict, hw: torch.Tensor, hb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -203,5 +207,6 @@ def _evaluate(
         x = feed.prepare(feed.test[begin : begin + runtime.eval_batch]).float()
         logits = run({k: v.detach() for k, v in stacked.items()}, moving, head_w.detach(), head_b.detach(), x)
         predictions.append(torch.nan_to_num(logits, nan=0.0).argmax(dim=2))
-    scores = score_predictions(metric, torch.cat(predictions, dim=1), data.test_y, data.num_classes)
-    return [float(s) for s in scores]
+    predicted = torch.cat(predictions, dim=1)
+    scores = score_predictions(metric, predicted, data.test_y, data.num_classes)
+    return [float(s) for s in scores], predicted

@@ -23,7 +23,7 @@ from ...types import TrialResult
 from .._plan import TrialSpec
 from ._augment import augmenter
 from ._device import Runtime
-from ._metrics import score_predictions
+from ._metrics import predictions_of, score_predictions
 from ._optim import init_head
 from ._schedule import Schedule
 from ._tensors import GroupData
@@ -118,7 +118,7 @@ def finetune(
         if not bool(finite):  # one CPU-GPU sync per epoch, not per step
             diverged = True  # scored as it is, like any other outcome
             break
-    score = _evaluate(backbone.module, head, feed, data, metric, runtime)
+    score, predicted = _evaluate(backbone.module, head, feed, data, metric, runtime)
     set_trainable(backbone, "frozen", None)
     return TrialResult(
         key=trial.key,
@@ -132,6 +132,7 @@ def finetune(
             "final_loss": float(loss_value),
             "inputs": feed.kind,
         },
+        predictions=predictions_of(predicted, data.test_y, data.num_classes)[0],
     )
 
 
@@ -203,11 +204,13 @@ def set_trainable(
 @torch.no_grad()
 def _evaluate(
     module: nn.Module, head: nn.Module, feed: Feed, data: GroupData, metric: str, runtime: Runtime
-) -> float:
+) -> tuple[float, torch.Tensor]:
+    """The test score and the predicted label of every test example."""
     module.eval()
     predictions = []
     for begin in range(0, data.test_y.shape[0], runtime.eval_batch):
         with runtime.autocast():
             logits = head(feed.forward(feed.prepare(feed.test[begin : begin + runtime.eval_batch])))
         predictions.append(torch.nan_to_num(logits.float(), nan=0.0).argmax(dim=1))
-    return float(score_predictions(metric, torch.cat(predictions), data.test_y, data.num_classes))
+    predicted = torch.cat(predictions)
+    return float(score_predictions(metric, predicted, data.test_y, data.num_classes)), predicted

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ...types import TrialResult
 from .._plan import TrialSpec
 from ._device import Runtime
-from ._metrics import score_predictions
+from ._metrics import predictions_of, score_predictions
 from ._optim import BatchedAdamW, BatchedSGD, init_head, schedule_of
 from ._schedule import Schedule
 from ._tensors import GroupData
@@ -61,9 +61,10 @@ def train_linear_heads(
     results: list[TrialResult] = []
     for stack in by_schedule.values():
         start = time.perf_counter()
-        scores, diverged, final_loss = _train_stack(
+        scores, diverged, final_loss, predicted = _train_stack(
             train_features, train_labels, test_features, test_labels, num_classes, stack, metric
         )
+        predictions = predictions_of(predicted, test_labels, num_classes)
         each = (time.perf_counter() - start) / len(stack) + shared_seconds / len(trials)
         for h, trial in enumerate(stack):
             results.append(
@@ -79,6 +80,7 @@ def train_linear_heads(
                         "final_loss": final_loss[h],
                         "heads_batched": len(stack),
                     },
+                    predictions=predictions[h],
                 )
             )
     return results
@@ -92,7 +94,7 @@ def _train_stack(
     num_classes: int,
     trials: Sequence[TrialSpec],
     metric: str,
-) -> tuple[list[float], list[bool], list[float]]:
+) -> tuple[list[float], list[bool], list[float], torch.Tensor]:
     device = x.device
     strategy = trials[0].strategy
     heads, n, dim = len(trials), x.shape[0], x.shape[1]
@@ -142,4 +144,4 @@ def _train_stack(
         logits = torch.baddbmm(bias[:, None, :], test_x.expand(heads, -1, -1), weight.transpose(1, 2))
         predictions = torch.nan_to_num(logits, nan=0.0).argmax(dim=2)  # a diverged head is scored as it is
         scores = score_predictions(metric, predictions, test_y, num_classes)
-    return scores.tolist(), (~active).tolist(), loss.detach().float().tolist()
+    return scores.tolist(), (~active).tolist(), loss.detach().float().tolist(), predictions

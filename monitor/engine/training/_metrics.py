@@ -7,9 +7,12 @@ the predictions, with F1 = 2·TP / (2·TP + FP + FN) (0 where a class is never r
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-__all__ = ["METRICS", "score_predictions"]
+from ...types import Predictions
+
+__all__ = ["METRICS", "predictions_of", "score_predictions"]
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
@@ -42,3 +45,18 @@ def score_predictions(
         f1 = torch.where(denominator > 0, 2 * tp / denominator.clamp(min=1), torch.zeros_like(tp))
         return (f1 * present).sum(dim=1) / present.sum(dim=1).clamp(min=1)
     raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+
+
+def predictions_of(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[Predictions]:
+    """Each head's predicted labels [H, N] (or one head's [N]) beside the true ones, for the store.
+
+    One CPU-GPU transfer for all heads; 16-bit class indices (a task has at most 65 535 classes).
+    """
+    if num_classes > 2**16 - 1:
+        raise ValueError(f"{num_classes} classes: predictions are kept as 16-bit class indices")
+    rows = predicted[None] if predicted.ndim == 1 else predicted
+    truth = labels.detach().cpu().numpy().astype("<u2").tobytes()
+    return [
+        Predictions(truth, row.astype("<u2").tobytes(), num_classes)
+        for row in np.asarray(rows.detach().cpu().numpy())
+    ]
