@@ -1,8 +1,9 @@
-"""Scoring: P(M) and its companions from one run's cell results (pure: no I/O, no torch, no numpy).
+"""Scoring: P(M) and its companions from one run's cell results (pure: no I/O, no torch).
 
 A cell is (task i, dataset j, strategy k) of a model's planned grid; its score P_ijk is the mean
 of its seeds' scores. Plain `math`/`statistics` keep the arithmetic exact where it can be
-(`fsum`, `fmean`, and `statistics.variance`/`pstdev`, which work in exact fractions).
+(`fsum`, `fmean`, and `statistics.variance`/`pstdev`, which work in exact fractions); the
+test-sampling noise, a sum over test examples, is computed with numpy (`_sampling`).
 
 Definitions (DESIGN.md §1):
 
@@ -21,14 +22,24 @@ P(M) (`persistence`)
 Cell weight (`cell_weights`)
     w_ijk = 1 / (N_T · N_D,i · N_S,ij), so that P(M) = Σ_ijk w_ijk · P_ijk and Σ w_ijk = 1.
 
-Standard error (`stderr`)
-    P(M) is a weighted sum of cell means of seed scores, seeds independent across cells, so
-    Var(P) = Σ_c w_c² · s_c² / n_c,    stderr = sqrt(Var(P)),
-    s_c² the sample variance (ddof = 1) of cell c's seed scores, n_c its number of seeds. A cell
-    with a single seed has no variance of its own: it takes the pooled variance
-    s_pool² = mean of s_c² over the cells with n_c ≥ 2 (unweighted), with n_c = 1. None when no
-    scored cell has ≥ 2 seeds. Non-finite seed scores are left out of s_c² and n_c. The weights
-    are treated as fixed (which cells failed is not seed noise).
+Standard error (`stderr`, `stderr_seeds`, `noise`)
+    P(M) = Σ_j W_j · d_j over datasets j (task i, dataset), W_j = 1 / (N_T · N_D,i), d_j the
+    dataset's score: the mean over its N_S strategies of each cell's mean seed score. Two sources
+    of noise are estimated per dataset, as variances of d_j (`noise[task][dataset]`):
+    seeds_j = (1/N_S)² Σ_{c in j} s_c² / n_c,
+        s_c² the sample variance (ddof = 1) of cell c's seed scores, n_c its number of seeds. A
+        cell with a single seed takes the pooled variance s_pool² = mean of s_c² over the model's
+        cells with n_c ≥ 2 (unweighted), with n_c = 1. None when no scored cell has ≥ 2 seeds.
+        Non-finite seed scores are left out of s_c² and n_c.
+    test_j = the test sample's sampling noise of d_j, from the trials' predictions (delta method
+        over the test examples, stratified by class, all cells and seeds of the dataset together
+        since they share the test split, less the part the seed spread already holds: see
+        `_sampling`). None without predictions or without the task's metric.
+    Test splits of different datasets are independent samples, and training noise is independent
+    of the test sample, so
+        stderr = sqrt(Σ_j W_j² (seeds_j + test_j)),     stderr_seeds = sqrt(Σ_j W_j² seeds_j).
+    The weights are treated as fixed (which cells failed is not noise). The drop rule also uses
+    the breakdown: a dataset whose snapshot two runs share has the same test sample in both.
 
 Spread (`spread`)
     population standard deviation (ddof = 0) of the scored cells' scores:
