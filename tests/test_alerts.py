@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -156,7 +157,86 @@ def test_the_default_rules():
         "rolling_median",
         7,
         0.03,
-        3.25,
+        3.0,
         2,
     )
     assert AlertsSettings(rules=[]).rules == []  # an explicit empty list turns them off
+
+
+# -- the standard error of a drop, from what two runs share ----------------------------------------
+
+
+def noisy(p: float, datasets: dict[str, tuple[str, str, float, float]], version: str = "v1") -> ModelScore:
+    """A score whose datasets (one task) carry (snapshot, trials, seed variance, test variance)."""
+    from monitor.types import DatasetNoise
+
+    noise = {
+        "t": {
+            d: DatasetNoise(snap, seeds, test, trials) for d, (snap, trials, seeds, test) in datasets.items()
+        }
+    }
+    return dataclasses.replace(score(p, 0.02), version=version, noise=noise)
+
+
+def test_noise_that_both_runs_share_cancels_in_the_difference():
+    from monitor.alerts import difference_variance
+
+    base = noisy(0.9, {"a": ("s1", "T1", 4e-4, 9e-4)})
+    # the very same trials: not a single source of noise differs
+    assert difference_variance(noisy(0.9, {"a": ("s1", "T1", 4e-4, 9e-4)}), [base]) == 0.0
+    # a new model version on the same snapshot: the seeds differ, the test sample does not
+    assert difference_variance(noisy(0.8, {"a": ("s1", "T2", 5e-4, 8e-4)}), [base]) == pytest.approx(
+        4e-4 + 5e-4
+    )
+    # a new snapshot: everything counts, once per side
+    assert difference_variance(noisy(0.8, {"a": ("s2", "T2", 5e-4, 8e-4)}), [base]) == pytest.approx(
+        4e-4 + 9e-4 + 5e-4 + 8e-4
+    )
+
+
+def test_only_the_dataset_that_changed_counts_with_its_weight():
+    from monitor.alerts import difference_variance
+
+    before = noisy(0.9, {"a": ("s1", "A1", 4e-4, 9e-4), "b": ("s1", "B1", 1e-4, 2e-4)})
+    after = noisy(0.85, {"a": ("s2", "A2", 6e-4, 7e-4), "b": ("s1", "B1", 1e-4, 2e-4)})
+    # two datasets of one task: each weighs 1/2 in P(M); b is untouched (cached)
+    assert difference_variance(after, [before]) == pytest.approx(0.25 * (4e-4 + 9e-4 + 6e-4 + 7e-4))
+
+
+def test_a_rolling_median_counts_the_runs_that_share_a_snapshot_together():
+    from monitor.alerts import difference_variance
+
+    window = [
+        noisy(0.90, {"a": ("s1", "T1", 3e-4, 8e-4)}),
+        noisy(0.91, {"a": ("s1", "T1", 3e-4, 8e-4)}),  # cached: the same trials as the first
+        noisy(0.89, {"a": ("s2", "T3", 5e-4, 6e-4)}),
+    ]
+    current = noisy(0.85, {"a": ("s2", "T4", 7e-4, 4e-4)})  # s2 again, another model version
+    c2 = math.pi / 2
+    expected = (
+        c2 * (2 / 3) ** 2 * 8e-4  # s1's test sample, twice in the window
+        + (1 - 1 / 3) ** 2 * (4e-4 + 6e-4) / 2  # s2's test sample, shared by the current run
+        + c2 * (2 / 3) ** 2 * 3e-4  # trials T1, twice in the window
+        + c2 * (1 / 3) ** 2 * 5e-4  # trials T3
+        + 7e-4  # the current run's own trials
+    )
+    assert difference_variance(current, window) == pytest.approx(expected)
+
+
+def test_the_drop_rule_uses_the_breakdown_and_falls_back_to_stderr_without_one():
+    r = rule(kind="drop", baseline="previous", min_drop=0.03, z=3.0)
+    before = HistoryPoint(
+        "0" * 32,
+        NOW - timedelta(hours=6),
+        noisy(0.90, {"a": ("s1", "A", 1e-4, 1e-4), "b": ("s1", "B", 1e-4, 1e-4)}),
+    )
+    # b's cells are cached, a got a new snapshot: se(diff) = 0.5 · sqrt(4e-4) = 0.01, z · se = 0.03
+    after = HistoryPoint(
+        "1" * 32, NOW, noisy(0.86, {"a": ("s2", "A2", 1e-4, 1e-4), "b": ("s1", "B", 1e-4, 1e-4)})
+    )
+    fired = condition(r, "m", after, [before], now=NOW)
+    assert fired.details["stderr_of_difference"] == pytest.approx(0.01)
+    assert fired.active is True  # 0.04 > max(0.03, 0.03)
+    # the same runs without a breakdown: both stderrs (0.02) count, 3 · 0.028 > 0.04
+    old = condition(r, "m", point(2, 0.86, 0.02), [point(1, 0.90, 0.02)], now=NOW)
+    assert old.active is False and old.details["stderr_of_difference"] == pytest.approx(math.sqrt(8e-4))

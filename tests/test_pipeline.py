@@ -382,3 +382,47 @@ def test_trials_stored_under_the_old_protocol_are_recomputed_and_kept(workspace)
     assert report.trials_cached == 0 and report.trials_run == len(old_keys) == 2 * 4 * 2
     assert all(c.status == "ok" and 0.123 not in c.seed_scores for c in report.models[0].cells)
     assert set(store.find_trials(old_keys)) == set(old_keys)  # nothing stored is lost
+
+
+def test_each_trial_keeps_its_test_predictions_and_p_m_gets_both_error_bars(workspace):
+    root, config = workspace
+    report, _recorder, store = evaluate(root, config)
+    (model,) = report.models
+    score = model.score
+    keys = [k for c in model.cells for k in c.keys]
+    stored = store.find_trials(keys)
+    for trial in stored.values():
+        assert trial.predictions is not None and trial.predictions.count == trial.details["n_test"]
+    # the predictions score the trial: its stored score is the accuracy of its stored predictions
+    one = stored[keys[0]].predictions
+    right = sum(a == b for a, b in zip(one.labels[::2], one.predicted[::2], strict=True))
+    assert stored[keys[0]].score == pytest.approx(right / one.count)
+    # two datasets, each with its snapshot and both noises. This untrained CNN guesses (P(M) is
+    # about chance): its seeds err on different examples, so the test noise they share, what is
+    # added to theirs, is about nil (tests/test_error_bars.py has a model that has learnt)
+    assert set(score.noise["digits"]) == {"a", "b"}
+    for noise in score.noise["digits"].values():
+        assert noise.snapshot == "2026-01-02T00" and noise.seeds is not None and noise.test >= 0
+    assert score.stderr >= score.stderr_seeds > 0
+    (stored_score,) = store.get_run(report.run_id).models
+    assert (stored_score.stderr, stored_score.stderr_seeds, stored_score.noise) == (
+        score.stderr,
+        score.stderr_seeds,
+        score.noise,
+    )
+    # a cached repeat reports the same error bars
+    again, _, _ = evaluate(root, config)
+    assert again.models[0].score.stderr == score.stderr
+
+
+def test_a_test_split_too_small_for_the_drop_rule_is_warned_about_once_per_snapshot(workspace):
+    root, config = workspace
+    _, first, _ = evaluate(root, config)
+    small = [w for w in first.warnings if "test split holds" in w]
+    assert len(small) == 2 and all("fewer than 400" in w for w in small), first.warnings  # 3 classes × 8
+    _, again, _ = evaluate(root, config)
+    assert not [w for w in again.warnings if "test split holds" in w]
+    config = {**config, "alerts": {"rules": [{"name": "Low", "kind": "below", "threshold": 0.5}]}}
+    (root / "state").rename(root / "state-before")
+    _, no_drop_rule, _ = evaluate(root, config)
+    assert not [w for w in no_drop_rule.warnings if "test split holds" in w]

@@ -1,10 +1,12 @@
 """Alert rules, pure: conditions on a model's runs, states with hysteresis, event documents."""
 
-from ._conditions import Condition, HistoryPoint, applies, baseline_of, condition
+from ._conditions import Condition, HistoryPoint, applies, baseline_of, condition, difference_variance
 from ._events import event_document
+from ._sizing import MIN_TEST_IMAGES, small_test_split
 from ._states import Transition, advance
 
 __all__ = [
+    "MIN_TEST_IMAGES",
     "Condition",
     "HistoryPoint",
     "Transition",
@@ -12,5 +14,7 @@ __all__ = [
     "applies",
     "baseline_of",
     "condition",
+    "difference_variance",
     "event_document",
+    "small_test_split",
 ]

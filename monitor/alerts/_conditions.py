@@ -4,15 +4,23 @@ Pure functions over plain values (no store, no clock). Each returns a `Condition
 None when the rule cannot be judged (no history yet, a pinned run that does not exist), which
 leaves the alert's state as it was.
 
-The drop rule is the one that must not page on seed noise. It compares P(M) with a baseline and
+The drop rule is the one that must not page on noise. It compares P(M) with a baseline and
 fires only when the drop exceeds `min_drop` AND `z` standard errors of the difference:
 
-    diff = B - P,   se(diff) = sqrt(se(P)^2 + se(B)^2),   active = diff > min_drop and diff > z * se(diff)
+    diff = B - P,   active = diff > min_drop and diff > z * se(diff)
 
-se(P) is the run's stderr (from its seed replicates). For a single-run baseline (previous, first,
-pinned) se(B) is that run's stderr; for the rolling median of n runs it is
-c(n) * median(stderrs) / sqrt(n), with c = 1 for n <= 2 (the median is a mean) and
-sqrt(pi / 2) ~ 1.2533 for n >= 3 (the efficiency of the median against the mean).
+se(diff) counts what the two sides do not share (`difference_variance`). Each run's score
+carries, per dataset, the variance its score has from the seeds and from the test sample
+(`ModelScore.noise`). A baseline run that used the same trials for a dataset (same model version
+and snapshot) has exactly the same seed noise there; one on the same snapshot has the same test
+sample: that noise cancels in the difference. What does not cancel counts once per side, with
+the dataset's weight in P(M). The baseline B is one run (previous, first, pinned) or the median
+of the last n runs, whose noise is taken as that of their mean times c(n)^2, c = 1 for n <= 2
+(the median is a mean) and sqrt(pi / 2) ~ 1.2533 for n >= 3 (the efficiency of the median).
+
+Runs without a breakdown (written by older releases) fall back to se(diff) = sqrt(se(P)^2 +
+se(B)^2), se(B) the baseline run's stderr, or for the rolling median c(n) * median(stderrs) /
+sqrt(n).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from typing import Any
 from ..settings import AlertRule
 from ..types import CellResult, ModelScore
 
-__all__ = ["Condition", "HistoryPoint", "baseline_of", "condition"]
+__all__ = ["Condition", "HistoryPoint", "baseline_of", "condition", "difference_variance"]
 
 
 @dataclass(frozen=True)
@@ -58,33 +66,75 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def _window(rule: Any, history: Sequence[HistoryPoint], pinned: HistoryPoint | None) -> list[HistoryPoint]:
+    """The runs the baseline is made of (oldest first); empty when there are none to judge by."""
+    if rule.baseline == "pinned":
+        return [pinned] if pinned is not None and pinned.score.persistence is not None else []
+    scored = [h for h in history if h.score.persistence is not None]
+    if not scored:
+        return []
+    if rule.baseline == "previous":
+        return scored[-1:]
+    if rule.baseline == "first":
+        return scored[:1]
+    return scored[-rule.window :]
+
+
+def _median_efficiency(n: int) -> float:
+    return 1.0 if n <= 2 else math.sqrt(math.pi / 2)
+
+
 def baseline_of(
     rule: Any, history: Sequence[HistoryPoint], pinned: HistoryPoint | None
 ) -> tuple[float, float | None, str] | None:
     """(baseline P(M), its standard error, the run it stands for) from history (oldest first)."""
-    scored = [h for h in history if h.score.persistence is not None]
-    if rule.baseline == "pinned":
-        if pinned is None or pinned.score.persistence is None:
-            return None
-        return pinned.score.persistence, pinned.score.stderr, pinned.run_id
-    if not scored:
+    window = _window(rule, history, pinned)
+    if not window:
         return None
-    if rule.baseline == "previous":
-        last = scored[-1]
-        return last.score.persistence, last.score.stderr, last.run_id  # type: ignore[return-value]
-    if rule.baseline == "first":
-        first = scored[0]
-        return first.score.persistence, first.score.stderr, first.run_id  # type: ignore[return-value]
-    window = scored[-rule.window :]
+    if rule.baseline != "rolling_median":
+        (only,) = window
+        return only.score.persistence, only.score.stderr, only.run_id  # type: ignore[return-value]
     values = [h.score.persistence for h in window if h.score.persistence is not None]
     median = float(statistics.median(values))
     errors = [h.score.stderr for h in window if h.score.stderr is not None]
     se = None
     if errors:
-        c = 1.0 if len(window) <= 2 else math.sqrt(math.pi / 2)
-        se = c * statistics.median(errors) / math.sqrt(len(window))
+        se = _median_efficiency(len(window)) * statistics.median(errors) / math.sqrt(len(window))
     nearest = min(window, key=lambda h: abs(h.score.persistence - median))  # type: ignore[operator]
     return median, se, nearest.run_id
+
+
+def difference_variance(current: ModelScore, baseline: Sequence[ModelScore]) -> float | None:
+    """Var(P − B) for P(M) of `current` and the baseline made of `baseline`'s runs (their median,
+    or the one run), counting only the noise the two sides do not share. None when a run has no
+    noise breakdown (then only the runs' stderr can be used)."""
+    if not baseline or not current.noise or any(not b.noise for b in baseline):
+        return None
+    n = len(baseline)
+    efficiency = _median_efficiency(n) ** 2
+    total = 0.0
+    datasets = {(t, d) for s in (current, *baseline) for t, ds in s.noise.items() for d in ds}
+    for task, dataset in sorted(datasets):
+        for kind in ("seeds", "test"):
+            # one noise variable per sharing key: its coefficient in P − B and its variances
+            terms: dict[str, tuple[float, list[float], bool]] = {}
+            for side, coefficient in [(current, 1.0), *((b, -1.0 / n) for b in baseline)]:
+                entry = side.noise.get(task, {}).get(dataset)
+                value = None if entry is None else getattr(entry, kind)
+                if entry is None or value is None:
+                    continue
+                key = entry.snapshot if kind == "test" else entry.trials or f"{side.version}/{entry.snapshot}"
+                weight = 1.0 / (len(side.noise) * len(side.noise[task]))  # the dataset's weight in P(M)
+                sum_coef, variances, with_current = terms.get(key, (0.0, [], False))
+                terms[key] = (
+                    sum_coef + coefficient * weight,
+                    [*variances, value],
+                    with_current or side is current,
+                )
+            for sum_coef, variances, with_current in terms.values():
+                share = sum_coef**2 * statistics.fmean(variances)
+                total += share if with_current else efficiency * share
+    return total
 
 
 def condition(
@@ -140,7 +190,10 @@ def condition(
             return Condition(None, value=p)
         base, base_se, base_run = found
         diff = base - p
-        se = math.sqrt((score.stderr or 0.0) ** 2 + (base_se or 0.0) ** 2)
+        variance = difference_variance(score, [h.score for h in _window(rule, history, pinned)])
+        if variance is None:
+            variance = (score.stderr or 0.0) ** 2 + (base_se or 0.0) ** 2
+        se = math.sqrt(variance)
         needed = max(rule.min_drop, rule.z * se)
         how = {
             "previous": "the previous run",

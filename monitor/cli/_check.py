@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from ..alerts import small_test_split
 from ..errors import MonitorError
-from ..settings import Settings, StrategySpec, redact_url
-from ..sources import list_snapshots, model_version
+from ..settings import Settings, StrategySpec, TaskSpec, redact_url
+from ..sources import SnapshotCandidate, list_snapshots, model_version
 from ..store import redacted_database_url
 
 __all__ = ["batchnorm_text", "check_config", "schedule_text"]
@@ -60,6 +64,7 @@ def check_config(settings: Settings, out: Console) -> int:
             models.add_row(spec.name, spec.architecture, "-", "-", "-", Text(str(exc), style="red"))
     out.print(models)
 
+    small_splits: list[str] = []
     datasets = Table(title="datasets", title_justify="left")
     for column in ("task", "metric", "dataset", "source", "complete snapshots", "latest"):
         datasets.add_column(column)
@@ -76,7 +81,14 @@ def check_config(settings: Settings, out: Console) -> int:
                 continue
             latest = found[-1].snapshot if found else Text("none yet", style="yellow")
             datasets.add_row(task.name, task.metric, dataset.name, source, str(len(found)), latest)
+            if found and any(r.kind == "drop" for r in settings.alerts.rules):
+                bound = _test_split_bound(task, found[-1])
+                advice = small_test_split(bound, at_most=True) if bound is not None else None
+                if advice is not None:
+                    small_splits.append(f"dataset {task.name}/{dataset.name}: {advice}")
     out.print(datasets)
+    for line in small_splits:  # a warning, not a problem: the grid runs, its drops are harder to see
+        out.print(f"[yellow]warning[/yellow]: {escape(line)}")
 
     strategies = Table(title="strategies", title_justify="left")
     columns = (
@@ -144,3 +156,18 @@ def batchnorm_text(strategy: StrategySpec) -> str:
     if strategy.mode == "full":
         return "train"
     return "train (every stage)" if strategy.bn == "train" else "frozen stages in eval"
+
+
+def _test_split_bound(task: TaskSpec, latest: SnapshotCandidate) -> int | None:
+    """At most how many test images the latest snapshot gives the task, from its folder names
+    alone (nothing is decoded): test_per_class × classes; None when that cannot be told cheaply
+    (an archive, a remote source, no per-class cap)."""
+    if latest.kind != "directory" or task.test_per_class is None:
+        return None
+    root = Path(latest.location)
+    split = next((root / name for name in ("test", "val") if (root / name).is_dir()), root)
+    try:
+        classes = [p for p in split.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))]
+    except OSError:
+        return None
+    return task.test_per_class * len(classes) if classes else None

@@ -28,7 +28,8 @@ def model_document(score: ModelScore, cells: list[CellResult]) -> dict[str, Any]
         "model": score.model,
         "version": score.version,
         "persistence": score.persistence,
-        "stderr": score.stderr,
+        "stderr": score.stderr,  # seeds and test-sample noise
+        "stderr_seeds": score.stderr_seeds,
         "coverage": score.coverage,
         "spread": score.spread,
         # Extensions beyond the contract: the worst cell and the marginals.

@@ -201,6 +201,7 @@ def _execute(
             "unknown" if isinstance(version, str) else version.version,
             results,
             [(c.cell.task, c.cell.dataset, c.cell.strategy) for c in model_cells],
+            {task.name: task.metric for task in settings.tasks},
         )
         reports.append(ModelReport(score, results))
     return reports
@@ -216,7 +217,7 @@ def _assemble(
 ) -> CellResult:
     ref = planned.cell
     snapshot = planned.snapshot.snapshot if planned.snapshot is not None else ""
-    base = {
+    base: dict[str, Any] = {
         "model": ref.model,
         "task": ref.task,
         "dataset": ref.dataset,
@@ -232,9 +233,11 @@ def _assemble(
     seconds = sum((fresh[t.key].seconds for t in planned.trials if t.key in fresh), 0.0)
     missing = [t for t, r in zip(planned.trials, results, strict=True) if r is None]
     failed = [r for r in results if r is not None and r.status == "failed"]
-    ok_scores = tuple(
-        r.score for r in results if r is not None and r.status != "failed" and r.score is not None
-    )
+    scored = [r for r in results if r is not None and r.status != "failed" and r.score is not None]
+    ok_scores = tuple(r.score for r in scored if r.score is not None)
+    # Test predictions of every scored seed, or none (a trial of an old release has none)
+    known = [r.predictions for r in scored if r.predictions is not None]
+    predictions = tuple(known) if len(known) == len(scored) else ()
     if missing or failed:
         errors = [r.error or "failed" for r in failed] + ["no result (the run was interrupted)"] * len(
             missing
@@ -265,6 +268,7 @@ def _assemble(
         seed_scores=ok_scores,
         seconds=seconds,
         keys=keys,
+        predictions=predictions,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ..alerts import small_test_split
 from ..data import PreparedData, prepare_snapshot
 from ..errors import DataError, MonitorError, SnapshotRejected, SourceError
 from ..settings import DatasetSpec, Settings, TaskSpec, redact_url
@@ -97,6 +98,7 @@ def _choose_snapshot(
             observer.warn(
                 f"{where}: snapshot {info.snapshot}: skipped {len(first.skipped)} undecodable image(s): {names}{more}"
             )
+        seen_before = store.snapshot_record(task.name, dataset.name, info.snapshot, info.digest) is not None
         store.record_snapshot(
             SnapshotRecord(
                 task=task.name,
@@ -114,6 +116,9 @@ def _choose_snapshot(
         )
         if candidate is not candidates[-1]:
             observer.warn(f"{where}: using snapshot {info.snapshot}, the newest usable one")
+        too_small = small_test_split(first.n_test)
+        if too_small is not None and not seen_before and any(r.kind == "drop" for r in settings.alerts.rules):
+            observer.warn(f"{where}: snapshot {info.snapshot}: {too_small}")  # once per snapshot
         return info, prepared
     if problems:
         return f"no usable snapshot for {where}: " + "; ".join(problems)
