@@ -31,8 +31,8 @@ _RUN_LATE, _RUN_STALE = 12 * _HOUR, 24 * _HOUR
 # A run longer than half the schedule interval is slow; longer than the interval, the next one
 # is coalesced into it.
 _RUN_SLOW, _RUN_TOO_SLOW = 3 * _HOUR, 6 * _HOUR
-# Standard error of P(M) at which the default drop rule (min_drop 0.03, z 3.25) goes deaf:
-# a drop must exceed z·√2·se to page, i.e. 0.046 at se 0.01 and 0.09 at se 0.02.
+# Standard error of P(M) at which the default drop rule (min_drop 0.03, z 3) goes deaf:
+# a drop must exceed about z·√2·se to page, i.e. 0.042 at se 0.01 and 0.085 at se 0.02.
 _SE_NOISY, _SE_TOO_NOISY = 0.01, 0.02
 
 Panel = Builder[dashboard.Panel]
@@ -186,9 +186,10 @@ def _overview() -> list[Panel]:
         .graph_mode(common.BigValueGraphMode.AREA),
         _stat(
             "Standard error of P(M)",
-            "Standard error of P(M) from the seed replicates. The drop rule needs a drop larger than "
-            "z·√2·stderr: yellow from 0.01 (a drop must exceed ~0.046 to page with the defaults), "
-            "red from 0.02 (~0.09): add seeds if it stays high.",
+            "Standard error of P(M): the seed replicates and the test samples' noise. The drop rule "
+            "needs a drop larger than about z·√2·stderr: yellow from 0.01 (a drop must exceed ~0.042 "
+            "to page with the defaults), red from 0.02 (~0.085): add test images (test_per_class) if "
+            "it stays high, or seeds if the seed-only part dominates.",
             "none",
             _q(f"persistence_score_stderr{{{_M}}}", "{{model}}"),
         )
@@ -241,10 +242,12 @@ def _over_time() -> list[Panel]:
         .override_by_name("below threshold", [*_DASHED, *_fixed("red")]),
         _timeseries(
             "Standard error of P(M) over time",
-            "Standard error of P(M) from the seed replicates; the drop rule's noise floor. Dashed "
-            "lines: 0.01 (a drop must exceed ~0.046 to page) and 0.02 (~0.09).",
+            "Standard error of P(M) (seeds and test samples), and its seed-only part; the drop "
+            "rule's noise floor. Dashed lines: 0.01 (a drop must exceed ~0.042 to page) and 0.02 "
+            "(~0.085).",
             "none",
             _q(f"persistence_score_stderr{{{_M}}}", "{{model}}"),
+            _q(f"persistence_score_stderr_seeds{{{_M}}}", "{{model}} seeds only", ref="B"),
             w=8,
         )
         .decimals(4)

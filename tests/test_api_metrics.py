@@ -75,6 +75,7 @@ def score(model: str, p: float, version="abcdef012345") -> ModelScore:
         version=version,
         persistence=p,
         stderr=0.01,
+        stderr_seeds=0.004,
         spread=0.1,
         worst_cell=("t", "d", "full"),
         worst_cell_score=p - 0.1,
@@ -150,6 +151,7 @@ def test_state_metrics_come_from_the_store_and_follow_the_config(tmp_path, store
     assert value("persistence_score", {"model": "m"}) == 0.65
     assert value("persistence_score", {"model": "gone"}) is None  # no longer configured: no label set
     assert value("persistence_score_stderr", {"model": "m"}) == 0.01
+    assert value("persistence_score_stderr_seeds", {"model": "m"}) == 0.004
     assert value("persistence_grid_coverage_ratio", {"model": "m"}) == 1.0
     assert value("persistence_worst_cell_score", {"model": "m"}) == pytest.approx(0.55)
     assert value("persistence_model_info", {"model": "m", "version": "abcdef012345"}) == 1.0
@@ -212,8 +214,10 @@ def test_runs_and_models_api(tmp_path, store):
     )
     (model,) = client.get("/api/v1/models").json()
     assert model["persistence"] == 0.7 and model["run_id"] == run_id and model["version"] == "abcdef012345"
+    assert (model["stderr"], model["stderr_seeds"]) == (0.01, 0.004)
     runs = client.get("/api/v1/runs?limit=5").json()
     assert runs[0]["run_id"] == run_id and runs[0]["models"][0]["persistence"] == 0.7
+    assert (runs[0]["models"][0]["stderr"], runs[0]["models"][0]["stderr_seeds"]) == (0.01, 0.004)
     assert client.get("/api/v1/runs?status=bogus").status_code == 422
     one = client.get(f"/api/v1/runs/{run_id}").json()
     assert one["models"][0]["cells"][0] == {

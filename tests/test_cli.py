@@ -160,6 +160,8 @@ def test_run_once_json_on_a_torchvision_resnet18(resnet_workspace):
     assert document["alerts"] == []
     (model,) = document["models"]
     assert model["model"] == "resnet18-prod" and len(model["version"]) == 12
+    # the error bar counts the seeds and the test sample; the seed-only figure is kept beside it
+    assert model["stderr"] >= model["stderr_seeds"] > 0
     cells = model["cells"]
     assert len(cells) == 4
     for cell in cells:

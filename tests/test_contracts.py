@@ -168,6 +168,7 @@ def test_metric_names(tmp_path):
     contract = {
         "persistence_score",
         "persistence_score_stderr",
+        "persistence_score_stderr_seeds",
         "persistence_score_spread",
         "persistence_worst_cell_score",
         "persistence_grid_coverage_ratio",

@@ -119,7 +119,7 @@ def test_every_rule_is_valid_loaded_and_says_what_the_demo_state_says(stack):
     assert baseline is not None, "the second run must have given the drop rule a baseline"
 
     def dropped(by: float) -> bool:
-        return baseline - p > by and not (baseline - p <= 3.25 * se)
+        return baseline - p > by and not (baseline - p <= 3.0 * se)
 
     expected = {
         ("PersistenceLow", None): p < 0.8,

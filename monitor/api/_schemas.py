@@ -27,7 +27,8 @@ class ModelOut(BaseModel):
     model: str
     version: str | None = Field(description="short weights digest of the latest run")
     persistence: float | None = Field(description="P(M) of the latest finished run")
-    stderr: float | None
+    stderr: float | None = Field(description="standard error of P(M): seeds and test-sample noise")
+    stderr_seeds: float | None = Field(description="standard error of P(M) from the seed replicates alone")
     spread: float | None
     coverage: float | None
     worst_cell: list[str] | None = Field(description="[task, dataset, strategy]")
@@ -40,7 +41,8 @@ class ModelScoreOut(BaseModel):
     model: str
     version: str
     persistence: float | None
-    stderr: float | None
+    stderr: float | None = Field(description="standard error of P(M): seeds and test-sample noise")
+    stderr_seeds: float | None = Field(description="standard error of P(M) from the seed replicates alone")
     spread: float | None
     coverage: float
     worst_cell: list[str] | None

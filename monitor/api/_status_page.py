@@ -148,7 +148,8 @@ def render_status_page(
             worst = "/".join(score.worst_cell) if score.worst_cell else "–"
             parts.append(
                 f"<b>{escape(model.name)}</b> <span class='muted'>version {escape(score.version)}</span><br>"
-                f"P(M) <b>{_f(score.persistence)}</b> ± {_f(score.stderr)} · coverage {_f(score.coverage, '.0%')} · "
+                f"P(M) <b>{_f(score.persistence)}</b> ± {_f(score.stderr)} "
+                f"<span class='muted'>(seeds alone ± {_f(score.stderr_seeds)})</span> · coverage {_f(score.coverage, '.0%')} · "
                 f"spread {_f(score.spread)} · worst cell {escape(worst)} = {_f(score.worst_cell_score)}"
                 f"<div class='muted'>run {escape(run.id if run else '–')} finished "
                 f"{escape(run.finished_at.isoformat(timespec='seconds') if run and run.finished_at else '–')}</div>"

@@ -108,6 +108,7 @@ def render_model(report: ModelReport) -> Table:
     title = (
         f"[bold]{score.model}[/bold] (version {score.version})  "
         f"P(M) = [bold]{_fmt(score.persistence)}[/bold] ± {_fmt(score.stderr)}"
+        f" [dim](seeds alone ± {_fmt(score.stderr_seeds)})[/dim]"
     )
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("task")

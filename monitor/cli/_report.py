@@ -58,9 +58,18 @@ def _plot(store: Store, settings: Settings, model: str) -> bytes:
         times = [run.finished_at or run.started_at for run, _ in history]
         values = np.array([score.persistence for _, score in history], dtype=float)
         errors = np.array([score.stderr or 0.0 for _, score in history], dtype=float)
+        seed_errors = np.array([score.stderr_seeds or 0.0 for _, score in history], dtype=float)
         trend.plot(times, values, marker="o", markersize=3, color="#2456c9", label="P(M)")
         trend.fill_between(
             times, values - errors, values + errors, color="#2456c9", alpha=0.15, label="± stderr"
+        )
+        trend.fill_between(
+            times,
+            values - seed_errors,
+            values + seed_errors,
+            color="#2456c9",
+            alpha=0.25,
+            label="± stderr of the seeds alone",
         )
         if baseline is not None:
             trend.axhline(baseline, color="#6b7280", linestyle="--", linewidth=1, label="baseline")

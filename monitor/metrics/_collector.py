@@ -87,7 +87,8 @@ class StoreCollector(Collector):
             name: GaugeMetricFamily(f"persistence_{name}", text, labels=["model"])
             for name, text in (
                 ("score", "P(M) of the latest run: the nested mean of the grid (DESIGN.md §1)"),
-                ("score_stderr", "standard error of P(M), from the seed replicates"),
+                ("score_stderr", "standard error of P(M): the seed replicates and the test samples' noise"),
+                ("score_stderr_seeds", "standard error of P(M) from the seed replicates alone"),
                 ("score_spread", "standard deviation of the cell scores"),
                 ("worst_cell_score", "the lowest cell score of the latest run"),
                 ("grid_coverage_ratio", "scored cells / planned cells of the latest run"),
@@ -119,6 +120,7 @@ class StoreCollector(Collector):
             values = {
                 "score": score.persistence,
                 "score_stderr": score.stderr,
+                "score_stderr_seeds": score.stderr_seeds,
                 "score_spread": score.spread,
                 "worst_cell_score": score.worst_cell_score,
                 "grid_coverage_ratio": score.coverage,
