@@ -9,6 +9,7 @@ import sys
 from monitor.cli import build_parser
 from monitor.settings import (
     DatasetSpec,
+    LimitsSettings,
     ModelSpec,
     ScheduleSettings,
     ServerSettings,
@@ -57,6 +58,7 @@ def test_setting_names():
         "executor",
         "server",
         "schedule",
+        "limits",
         "models",
         "tasks",
         "strategies",
@@ -65,6 +67,9 @@ def test_setting_names():
     } <= set(Settings.model_fields)
     assert {"host", "port", "api_token"} <= set(ServerSettings.model_fields)
     assert {"evaluate", "poll"} <= set(ScheduleSettings.model_fields)
+    assert {"max_archive_bytes", "max_archive_members", "max_download_bytes", "max_image_pixels"} <= set(
+        LimitsSettings.model_fields
+    )
     assert {"name", "architecture", "weights", "head", "image_size", "normalize"} <= set(
         ModelSpec.model_fields
     )

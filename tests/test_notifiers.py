@@ -358,16 +358,25 @@ def test_build_notifiers(client):
     assert "x" not in repr(built["chat"]).replace("Notifier", "")
 
 
-def test_build_notifiers_names_the_field_not_the_secret(client):
+def test_the_schema_refuses_bad_receivers_naming_the_field_not_the_secret(tmp_path):
+    from monitor.settings import settings_from_mapping
+
     bad = [
-        spec(name="a", kind="webhook", url="https://h.example", secret="whsec_not*base64!SECRET"),
-        spec(name="b", kind="slack", url="ftp://hooks.example/SLACKSECRET"),
+        {"name": "a", "kind": "webhook", "url": "https://h.example", "secret": "whsec_not*base64!SECRET"},
+        {"name": "b", "kind": "slack", "url": "ftp://hooks.example/SLACKSECRET"},
+        {"name": "c", "kind": "alertmanager", "url": "not a url"},
+        {"name": "d", "kind": "pagerduty", "routing_key": "k" * 32, "url": "https://:80/SECRET"},
+        {"name": "e", "kind": "webhook", "url": "http://h.example:99999/SECRET"},
     ]
     with pytest.raises(ConfigError) as caught:
-        build_notifiers(bad, client)
-    message = str(caught.value)
-    assert "alerts.notifiers[0].secret" in message and "alerts.notifiers[1].url" in message
-    assert "SECRET" not in message
+        settings_from_mapping({"alerts": {"notifiers": bad}}, base_dir=tmp_path)
+    found = dict(caught.value.problems)
+    assert found["alerts.notifiers[0].secret"] == "the webhook secret is not 'whsec_' followed by base64"
+    assert found["alerts.notifiers[1].url"] == "expected an http:// or https:// URL"
+    assert found["alerts.notifiers[2].url"] == "expected an http:// or https:// URL"
+    assert found["alerts.notifiers[3].url"] == "the URL has no host"
+    assert found["alerts.notifiers[4].url"] == "not a valid URL"
+    assert "SECRET" not in str(caught.value)
 
 
 def test_the_notifiers_do_not_import_torch():

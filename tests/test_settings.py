@@ -273,3 +273,23 @@ def test_strategy_fields_that_do_not_fit_the_mode_or_schedule_are_refused(tmp_pa
     assert "constant" in found["strategies[8].schedule"] and "cosine" in found["strategies[8].schedule"]
     assert "crop_flip" in found["strategies[9].augment"]
     assert not any(path.startswith(("strategies[10]", "strategies[11]", "strategies[12]")) for path in found)
+
+
+def test_limits_default_to_their_documented_caps_and_take_sizes_with_units(tmp_path, minimal, monkeypatch):
+    limits = load(tmp_path, minimal).limits
+    assert (limits.max_archive_bytes, limits.max_download_bytes) == (4 * 2**30, 4 * 2**30)
+    assert (limits.max_archive_members, limits.max_image_pixels) == (200_000, 40_000_000)
+    minimal["limits"] = {
+        "max_archive_bytes": "8GiB",
+        "max_download_bytes": "500MB",
+        "max_image_pixels": 10**8,
+    }
+    monkeypatch.setenv("PM_LIMITS__MAX_ARCHIVE_MEMBERS", "1000")
+    limits = load(tmp_path, minimal).limits
+    assert (limits.max_archive_bytes, limits.max_download_bytes) == (8 * 2**30, 500 * 10**6)
+    assert (limits.max_archive_members, limits.max_image_pixels) == (1000, 10**8)
+    monkeypatch.delenv("PM_LIMITS__MAX_ARCHIVE_MEMBERS")
+    minimal["limits"] = {"max_archive_bytes": "4 gigs", "max_image_pixels": 0, "max_pixels": 1}
+    found = dict(problems(tmp_path, minimal))
+    assert "expected a size such as 4GiB" in found["limits.max_archive_bytes"]
+    assert "limits.max_image_pixels" in found and "limits.max_pixels" in found

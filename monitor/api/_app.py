@@ -101,9 +101,13 @@ def create_app(
                 detail="mutating API calls are disabled: set server.api_token (PM_SERVER__API_TOKEN) to enable them",
             )
         scheme, _, given = (authorization or "").partition(" ")
+        given = given.strip()
         # Constant-time comparison: the response time must not reveal how much of a guess matched.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.encode(), token.get_secret_value().encode()
+        # An empty credential never matches, whatever the settings hold.
+        if (
+            scheme.lower() != "bearer"
+            or not given
+            or not hmac.compare_digest(given.encode(), token.get_secret_value().encode())
         ):
             raise HTTPException(
                 status_code=401,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 
-from ..errors import ConfigError
 from ..settings import NotifierSpec
 from ..settings._schema import (
     AlertmanagerNotifier as AlertmanagerSettings,
@@ -23,7 +22,6 @@ from ..settings._schema import (
 )
 from ._alertmanager import AlertmanagerNotifier
 from ._base import Notifier
-from ._http import check_url
 from ._log import LogNotifier
 from ._pagerduty import PagerDutyNotifier
 from ._slack import SlackNotifier
@@ -35,33 +33,10 @@ __all__ = ["build_notifiers"]
 def build_notifiers(specs: list[NotifierSpec], client: httpx.Client) -> dict[str, Notifier]:
     """One notifier per spec, by name, in configuration order.
 
-    Raises `ConfigError` for a setting that only turns out to be unusable here (a `whsec_` secret
-    that is not base64), naming the field and never its value.
+    URLs and secrets are checked by the settings schema, so check-config, run-once and serve
+    refuse the same configurations.
     """
-    notifiers: dict[str, Notifier] = {}
-    problems: list[tuple[str, str]] = []
-    for index, spec in enumerate(specs):
-        where = f"alerts.notifiers[{index}]"
-        url = _url(spec)
-        reason = check_url(url) if url is not None else None
-        if reason is not None:
-            problems.append((f"{where}.url", reason))
-            continue
-        try:
-            notifiers[spec.name] = _build(spec, client)
-        except ValueError as exc:  # only the webhook secret is checked beyond the schema
-            problems.append((f"{where}.secret", str(exc)))
-    if problems:
-        raise ConfigError(problems)
-    return notifiers
-
-
-def _url(spec: NotifierSpec) -> str | None:
-    if isinstance(spec, SlackSettings):
-        return spec.url.get_secret_value()
-    if isinstance(spec, WebhookSettings | PagerDutySettings | AlertmanagerSettings):
-        return spec.url
-    return None
+    return {spec.name: _build(spec, client) for spec in specs}
 
 
 def _build(spec: NotifierSpec, client: httpx.Client) -> Notifier:

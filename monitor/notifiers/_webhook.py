@@ -9,7 +9,6 @@ that a receiver can refuse replays; `webhook-signature` is `v1,<base64 HMAC-SHA2
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import time
@@ -19,25 +18,12 @@ from typing import Any
 import httpx
 
 from ..settings._schema import WebhookNotifier as WebhookSettings
+from ..settings._schema import webhook_key
 from ._base import NotifierBase
 from ._http import HttpTarget, post
 from ._render import json_body
 
 __all__ = ["WebhookNotifier", "sign"]
-
-_PREFIX = "whsec_"
-
-
-def _key(secret: str) -> bytes:
-    encoded = secret.removeprefix(_PREFIX)
-    try:
-        # Standard Webhooks secrets are base64; some issuers drop the padding.
-        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("the webhook secret is not 'whsec_' followed by base64") from None
-    if not key:
-        raise ValueError("the webhook secret is empty after 'whsec_'")
-    return key
 
 
 def sign(key: bytes, delivery_id: str, timestamp: int, body: bytes) -> str:
@@ -63,8 +49,8 @@ class WebhookNotifier(NotifierBase):
         )
         secret = spec.secret.get_secret_value() if spec.secret is not None else None
         # Decoded once, here: a bad secret is a configuration error, found before any alert.
-        self._key = _key(secret) if secret is not None else None
-        hidden = [secret, secret.removeprefix(_PREFIX)] if secret else []
+        self._key = webhook_key(secret) if secret is not None else None
+        hidden = [secret, secret.removeprefix("whsec_")] if secret else []
         self._target = HttpTarget.for_url(spec.url, timeout=spec.timeout, secrets=hidden)
         self._client = client
         self._clock = clock

@@ -8,6 +8,7 @@ for fields that can hold secrets.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import types
 import typing
@@ -85,18 +86,9 @@ def settings_from_mapping(data: dict[str, Any], *, base_dir: Path, origin: str |
         settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_problems_from(exc, data), origin=origin) from None
-    except SettingsError as exc:
-        # An environment override that is not valid JSON (lists and mappings must be JSON).
-        field = str(exc).split('"')[1] if '"' in str(exc) else "?"
-        raise ConfigError(
-            [
-                (
-                    field,
-                    f"the PM_{field.upper()} environment variable must hold JSON here (e.g. PM_SEEDS='[0, 1]')",
-                )
-            ],
-            origin=origin,
-        ) from None
+    except SettingsError:
+        # An environment override of a list or a section that is not valid JSON.
+        raise ConfigError(_bad_json_overrides(os.environ), origin=origin) from None
     # Values that came from the environment may still be relative: they are relative to the cwd.
     settings = _absolutize(settings)
     problems = _check_local_paths(settings)
@@ -117,6 +109,63 @@ def redact_url(url: str) -> str:
     except ValueError:  # a malformed netloc or port: show nothing that might be a credential
         return "(a URL that does not parse)"
     return f"{parts.scheme}://{host}{parts.path}" + ("?…" if parts.query else "")
+
+
+def _bad_json_overrides(env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Name each `PM_*` variable that sets a list or a section but does not hold JSON.
+
+    pydantic-settings only says which top-level field failed (`alerts`); the user needs the
+    variable (`PM_ALERTS__NOTIFIERS`) and the field path (`alerts.notifiers`).
+    """
+    problems = []
+    for name in sorted(env):
+        if not name.upper().startswith("PM_"):
+            continue
+        path = name[3:].lower().split("__")
+        shape = _json_shape(path)
+        if shape is None:
+            continue
+        try:
+            json.loads(env[name])
+        except ValueError:
+            example = {"seeds": "'[0, 1]'"}.get(name[3:].lower(), shape)
+            problems.append(
+                (
+                    ".".join(path),
+                    f"the {name} environment variable must hold JSON here (e.g. {name}={example})",
+                )
+            )
+    return problems or [("", "an environment override (PM_*) of a list or a section is not valid JSON")]
+
+
+def _json_shape(path: list[str]) -> str | None:
+    """An example of the JSON the settings field at `path` takes, or None for a plain value."""
+    model: Any = Settings
+    annotation: Any = None
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        annotation = fields[part].annotation
+        model = _model_in(annotation, None)
+    return _shape(annotation)
+
+
+def _shape(annotation: Any) -> str | None:
+    if isinstance(annotation, type):
+        if issubclass(annotation, list | tuple):
+            return "'[...]'"
+        return "'{\"field\": ...}'" if issubclass(annotation, BaseModel | dict) else None
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _shape(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        shapes = [_shape(a) for a in typing.get_args(annotation) if a is not type(None)]
+        return next((shape for shape in shapes if shape is not None), None)
+    if origin in (list, tuple):
+        inner = [_shape(a) for a in typing.get_args(annotation)]
+        return "'[{\"field\": ...}]'" if "'{\"field\": ...}'" in inner else "'[...]'"
+    return "'{\"field\": ...}'" if origin is dict else None
 
 
 # -- relative paths ---------------------------------------------------------------------------

@@ -6,11 +6,15 @@ typed, frozen value. Defaults that matter carry their reason beside them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,6 +32,7 @@ __all__ = [
     "AlertsSettings",
     "DatasetSpec",
     "ExecutorSettings",
+    "LimitsSettings",
     "ModelSpec",
     "Normalize",
     "NotifierSpec",
@@ -70,6 +75,25 @@ class ServerSettings(_Strict):
     port: int = Field(9775, ge=1, le=65535)
     # Without a token, mutating API calls are refused entirely (never "open by default").
     api_token: SecretStr | None = None
+
+    @field_validator("api_token")
+    @classmethod
+    def _real_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty value in an EnvironmentFile or a Kubernetes Secret must not turn auth off (an
+        # empty Bearer credential would match it) nor silently mean "no token".
+        if value is not None:
+            token = value.get_secret_value()
+            if not token.strip():
+                raise ValueError(
+                    "empty: set a long random token (e.g. `openssl rand -hex 32`), or remove the "
+                    "setting to refuse every mutating API call"
+                )
+            if token != token.strip() or any(not c.isprintable() for c in token):
+                raise ValueError(
+                    "has leading or trailing whitespace or control characters (often a stray newline "
+                    "from the file it was read from); a client could never send it in a header"
+                )
+        return value
 
 
 class ScheduleSettings(_Strict):
@@ -135,6 +159,10 @@ class ExecutorSettings(_Strict):
     # On SIGTERM the running fine-tune may finish within this time; then it is abandoned (and
     # redone when the interrupted run resumes at the next start).
     shutdown_grace: Seconds = 30.0
+    # A run whose store stops taking writes (a PostgreSQL restart or fail-over, a full disk) keeps
+    # its finished fine-tunes in memory and waits this long for the store before it fails: a
+    # restart takes seconds, a minute covers a slow one.
+    store_outage: Seconds = 60.0
 
 
 class Normalize(_Strict):
@@ -191,6 +219,41 @@ class DatasetSpec(_Strict):
     source: str
     # Spark/Hadoop convention: a directory snapshot counts only once the writer drops this file.
     ready_marker: str | None = "_SUCCESS"
+
+
+# -- limits: what one snapshot may cost in disk and memory ----------------------------------------
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZE_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+
+
+def parse_size(value: object) -> int:
+    """A size in bytes from `4GiB`, `500MB`, `100kb` or a plain number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"expected a size such as 4GiB, 500MB or a number of bytes, got {value!r}")
+    return int(float(match[1]) * _SIZE_UNITS[(match[2] or "b").lower()])
+
+
+Bytes = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
+
+
+class LimitsSettings(_Strict):
+    """Caps that keep one hostile or broken snapshot from filling the disk or the memory."""
+
+    # A compact-protocol snapshot (64 images per class) is megabytes to a few hundred MB; 4 GiB
+    # leaves room for full-resolution images and many classes while a zip/tar bomb is stopped
+    # long before it fills a disk that also holds the store and the decoded cache.
+    max_archive_bytes: Bytes = 4 * 2**30  # uncompressed size of one archive, counted while extracting
+    max_archive_members: int = Field(200_000, ge=1)  # files + folders of one archive: inodes, listing time
+    max_download_bytes: Bytes = 4 * 2**30  # one remote archive as downloaded (same reasoning)
+    # 40 MP is above the frames of common cameras and scanners (36-MP sensors, 6000x6000 scans);
+    # decoding one costs ~120 MB in RGB per decoding thread. PIL itself only warns from 89 MP and
+    # refuses from 179 MP. Every image is resized to image_size (at most 1024) anyway.
+    max_image_pixels: int = Field(40_000_000, ge=1)
 
 
 class TaskSpec(_Strict):
@@ -325,6 +388,52 @@ AlertRule = Annotated[
 ]
 
 
+def receiver_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a receiver's address (without repeating it: it may be a secret), or None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a bad port raises here
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme not in ("http", "https"):
+        return "expected an http:// or https:// URL"
+    if not parts.hostname:
+        return "the URL has no host"
+    return None
+
+
+def _receiver_url(value: str) -> str:
+    problem = receiver_url_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _secret_receiver_url(value: SecretStr) -> SecretStr:
+    _receiver_url(value.get_secret_value())
+    return value
+
+
+def webhook_key(secret: str) -> bytes:
+    """The HMAC key in a Standard Webhooks `whsec_<base64>` secret; ValueError (secret not shown)."""
+    if not secret.startswith("whsec_"):
+        raise ValueError("expected a Standard Webhooks secret starting with 'whsec_'")
+    encoded = secret.removeprefix("whsec_")
+    try:
+        # Standard Webhooks secrets are base64; some issuers drop the padding.
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the webhook secret is not 'whsec_' followed by base64") from None
+    if not key:
+        raise ValueError("the webhook secret is empty after 'whsec_'")
+    return key
+
+
+# Checked in the schema, so that check-config, run-once and serve refuse the same configs.
+ReceiverUrl = Annotated[str, AfterValidator(_receiver_url)]
+SecretReceiverUrl = Annotated[SecretStr, AfterValidator(_secret_receiver_url)]
+
+
 class _NotifierBase(_Strict):
     name: Name
     min_severity: Severity = "info"
@@ -335,31 +444,31 @@ class _NotifierBase(_Strict):
 
 class WebhookNotifier(_NotifierBase):
     kind: Literal["webhook"]
-    url: str
+    url: ReceiverUrl
     secret: SecretStr | None = None  # Standard Webhooks signing secret, "whsec_<base64>"
 
     @field_validator("secret")
     @classmethod
     def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith("whsec_"):
-            raise ValueError("expected a Standard Webhooks secret starting with 'whsec_'")
+        if value is not None:
+            webhook_key(value.get_secret_value())
         return value
 
 
 class SlackNotifier(_NotifierBase):
     kind: Literal["slack"]
-    url: SecretStr  # an incoming-webhook URL is itself a credential
+    url: SecretReceiverUrl  # an incoming-webhook URL is itself a credential
 
 
 class PagerDutyNotifier(_NotifierBase):
     kind: Literal["pagerduty"]
     routing_key: SecretStr
-    url: str = "https://events.pagerduty.com/v2/enqueue"
+    url: ReceiverUrl = "https://events.pagerduty.com/v2/enqueue"
 
 
 class AlertmanagerNotifier(_NotifierBase):
     kind: Literal["alertmanager"]
-    url: str
+    url: ReceiverUrl
 
 
 class LogNotifier(_NotifierBase):
@@ -427,6 +536,7 @@ class Settings(BaseSettings):
     executor: ExecutorSettings = ExecutorSettings()
     server: ServerSettings = ServerSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    limits: LimitsSettings = LimitsSettings()
     models: list[ModelSpec] = Field(min_length=1)
     tasks: list[TaskSpec] = Field(min_length=1)
     strategies: list[StrategySpec] = Field(min_length=1)
