@@ -11,6 +11,7 @@ Messages never contain secret values.
     ├── ModelError               a model cannot be built or its weights do not fit
     ├── DataError                a decoded-data cache file is unusable
     ├── StoreError               the database cannot be reached or migrated
+    │   └── StoreGone            its SQLite file was deleted or replaced under the process
     ├── CellError                one fine-tune could not run (becomes a `failed` cell, never raised
     │                            past the executor)
     └── Cancelled                the run was stopped on purpose (shutdown); it is resumed later
@@ -28,6 +29,7 @@ __all__ = [
     "SnapshotRejected",
     "SourceError",
     "StoreError",
+    "StoreGone",
 ]
 
 
@@ -78,6 +80,10 @@ class DataError(MonitorError):
 
 class StoreError(MonitorError):
     """The result store cannot be opened, migrated or written."""
+
+
+class StoreGone(StoreError):
+    """The SQLite file this process opened was deleted or replaced: nothing more may be written."""
 
 
 class CellError(MonitorError):

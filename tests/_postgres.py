@@ -4,6 +4,8 @@ Load it from tests/conftest.py with `pytest_plugins = ["tests._postgres"]`. Fixt
 
     postgres_url        (session)   a database made for this test session, dropped at its end
     postgres_fresh_url  (function)  an empty schema in that database, dropped after the test
+    postgres_cluster    (function)  a throwaway server of the test's own, which it may stop and
+                                    start again (`halt()`, `resume()`); `.url` is its database
 
 Both are SQLAlchemy URLs (`postgresql+psycopg://…`). Where the server comes from:
 
@@ -38,7 +40,7 @@ from typing import Any, NoReturn
 import pytest
 from sqlalchemy import URL, make_url
 
-__all__ = ["postgres_fresh_url", "postgres_url"]
+__all__ = ["postgres_cluster", "postgres_fresh_url", "postgres_url"]
 
 _HOW_TO_ENABLE = (
     "set PM_TEST_DATABASE_URL=postgresql+psycopg://user:password@host:port/database, or install the "
@@ -124,6 +126,7 @@ class _Cluster:
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = _free_port()
+        self.url = ""
         if account is not None:
             os.chown(self.root, account.pw_uid, account.pw_gid)
 
@@ -150,6 +153,13 @@ class _Cluster:
 
     def start(self) -> URL:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+        self.resume()
+        return URL.create(
+            "postgresql+psycopg", "postgres", host="127.0.0.1", port=self.port, database="postgres"
+        )
+
+    def resume(self) -> None:
+        """Start the (initialised) server and wait until it takes connections."""
         # Durability is pointless for a cluster deleted in a minute: no fsync makes it much faster.
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -F "
@@ -158,9 +168,10 @@ class _Cluster:
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o", options, "start"
         )
-        return URL.create(
-            "postgresql+psycopg", "postgres", host="127.0.0.1", port=self.port, database="postgres"
-        )
+
+    def halt(self) -> None:
+        """Stop the server at once (every connection is cut), keeping its data."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -191,6 +202,22 @@ def _postgres_server() -> Iterator[URL]:
     cluster = _Cluster(bindir, _server_account())
     try:
         yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_cluster() -> Iterator[_Cluster]:
+    """A server of this test's own (never the shared one: the test stops and restarts it)."""
+    if os.environ.get("PM_TEST_POSTGRES") == "skip":
+        pytest.skip("PostgreSQL tests skipped on purpose (PM_TEST_POSTGRES=skip)")
+    bindir = _find_bindir()
+    if bindir is None:
+        _unavailable("restarting a server needs the PostgreSQL server binaries (initdb, pg_ctl)")
+    cluster = _Cluster(bindir, _server_account())
+    try:
+        cluster.url = cluster.start().render_as_string(hide_password=False)
+        yield cluster
     finally:
         cluster.stop()
 

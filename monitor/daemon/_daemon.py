@@ -33,7 +33,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
 from ..engine import LocalExecutor
-from ..errors import Cancelled, MonitorError
+from ..errors import Cancelled, MonitorError, StoreError, StoreGone
 from ..metrics import DaemonMetrics, ExtraGauges, StoreCollector
 from ..notifiers import AlertmanagerNotifier, Dispatcher, Notifier
 from ..pipeline import LoggingObserver, RunReport, evaluate_time_rules, run_evaluation
@@ -74,7 +74,8 @@ class Daemon:
     ) -> None:
         self.settings = settings
         self.notifiers = notifiers or {}
-        self.dispatcher = Dispatcher(store, self.notifiers) if self.notifiers else None
+        # Built even without notifiers: it drops what earlier configurations left in the outbox.
+        self.dispatcher: Dispatcher | None = Dispatcher(store, self.notifiers)
         self.store = store
         self.executor = executor
         self.owner = current_owner()
@@ -96,6 +97,10 @@ class Daemon:
         self._runner = threading.Thread(target=self._run_loop, name="pm-runner", daemon=True)
         self._delivery: threading.Thread | None = None
         self._extra_jobs: list[tuple[Callable[[], None], BaseTrigger, str]] = []
+        # Runs that failed while the store could not take their outcome: marked failed once it can.
+        self._unsettled: dict[str, str] = {}
+        # Set when the database file went away under the daemon: no more work until a restart.
+        self.halted: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -239,17 +244,70 @@ class Daemon:
 
     def _heartbeat(self) -> None:
         running = self.queue.running
-        if running is not None:
-            self.store.touch_run(running.run_id)
+        try:
+            if running is not None:
+                self.store.touch_run(running.run_id)
+        except StoreError as exc:  # one line, not the scheduler's traceback: the message says what to do
+            log.warning("heartbeat of run %s not stored: %s", running.run_id if running else "-", exc)
+            return
+        self._settle()
+
+    def _settle(self) -> None:
+        """Mark failed the runs whose failure could not be stored when it happened."""
+        running = self.queue.running
+        for run_id, reason in list(self._unsettled.items()):
+            if running is not None and running.run_id == run_id:
+                continue
+            try:
+                run = self.store.get_run(run_id)
+                if run is not None and run.status == "running":
+                    self.store.finish_run(
+                        run_id, status="failed", seconds=0.0, scores=[], cells=[], error=reason
+                    )
+                    log.warning("run %s recorded as failed now that the store takes writes again", run_id)
+            except (StoreError, ValueError) as exc:
+                log.debug("run %s still cannot be recorded as failed: %s", run_id, exc)
+                continue
+            del self._unsettled[run_id]
 
     def _resume_interrupted(self) -> bool:
+        """Queue the interrupted runs for resumption; those a newer run has overtaken are failed.
+
+        A run interrupted (a crash, a kill, a store that stopped taking writes) after which another
+        run finished is history, not work: resuming it would record an old plan as the newest result.
+        """
+        unfinished = self.store.unfinished_runs()
+        newest = self.store.list_runs(limit=len(unfinished) + 1) if unfinished else []
         resumed = False
-        for run in self.store.unfinished_runs():
-            if is_interrupted(run, me=self.owner):
-                log.warning("resuming run %s, interrupted at %s", run.id, run.heartbeat_at or run.started_at)
-                self.queue.resume(run.id)
-                self.metrics.evaluations_requested.labels("resume").inc()
-                resumed = True
+        for run in unfinished:
+            if not is_interrupted(run, me=self.owner):
+                continue
+            overtaken = next(
+                (r for r in newest if r.status != "running" and r.started_at > run.started_at), None
+            )
+            if overtaken is not None:
+                try:
+                    self.store.finish_run(
+                        run.id,
+                        status="failed",
+                        seconds=0.0,
+                        scores=[],
+                        cells=[],
+                        error=f"interrupted, and overtaken by run {overtaken.id}; not resumed",
+                    )
+                except ValueError:  # another daemon settled it first
+                    continue
+                log.warning(
+                    "run %s was interrupted and a newer run (%s) has finished since: recorded as failed, "
+                    "not resumed",
+                    run.id,
+                    overtaken.id,
+                )
+                continue
+            log.warning("resuming run %s, interrupted at %s", run.id, run.heartbeat_at or run.started_at)
+            self.queue.resume(run.id)
+            self.metrics.evaluations_requested.labels("resume").inc()
+            resumed = True
         return resumed
 
     # -- the runner ---------------------------------------------------------------------------
@@ -261,6 +319,11 @@ class Daemon:
                 continue
             if self._stop.is_set():
                 break
+            if self.halted is not None:
+                log.error("run %s not started: %s", request.run_id, self.halted)
+                self.queue.done()
+                continue
+            self._settle()
             self.metrics.evaluation_in_progress.set(1)
             try:
                 try:
@@ -298,11 +361,16 @@ class Daemon:
             except Cancelled:
                 log.info("run %s cancelled by shutdown; it resumes at the next start", request.run_id)
                 break
+            except StoreGone as exc:
+                self.last_error = self.halted = str(exc)
+                log.critical("run %s failed, and no more runs start until a restart: %s", request.run_id, exc)
             except MonitorError as exc:
                 self.last_error = str(exc)
+                self._unsettled[request.run_id] = f"{type(exc).__name__}: {exc}"
                 log.error("run %s failed: %s", request.run_id, exc)
             except Exception as exc:  # the daemon must outlive any single run
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                self._unsettled[request.run_id] = self.last_error
                 log.exception("run %s failed unexpectedly", request.run_id)
             finally:
                 self.metrics.evaluation_in_progress.set(0)
@@ -330,12 +398,19 @@ class Daemon:
             "queued": [r.run_id for r in self.queue.waiting],
             "uptime_seconds": round(time.time() - self.started_at.timestamp(), 1),
             "last_error": self.last_error,
+            "halted": self.halted,
         }
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Readiness: the configuration is loaded and the store answers."""
+        if self.halted is not None:
+            return False, {"status": "not ready", "store": self.halted}
         try:
-            self.store.ping()
+            self.store.ping(write=True)
+        except StoreGone as exc:
+            self.halted = str(exc)
+            log.critical("%s", exc)
+            return False, {"status": "not ready", "store": str(exc)}
         except MonitorError as exc:
             return False, {"status": "not ready", "store": str(exc)}
         return True, {"status": "ready", "store": "ok", "models": [m.name for m in self.settings.models]}

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..engine import Executor, PlannedCell, TrialSpec, config_digest, plan_grid, work_groups
-from ..errors import Cancelled
+from ..errors import Cancelled, StoreError, StoreGone
 from ..scoring import score_model
 from ..settings import Settings
 from ..store import Store
@@ -29,6 +29,83 @@ from ._resolve import Resolution, resolve
 __all__ = ["ModelReport", "RunReport", "run_evaluation"]
 
 log = logging.getLogger(__name__)
+
+# A store that refuses writes is retried after this pause, doubled up to the cap, for as long as
+# `executor.store_outage` allows.
+_RETRY_FIRST_S = 0.5
+_RETRY_MAX_S = 5.0
+
+
+def _outage(exc: StoreError) -> bool:
+    """A store error worth waiting out (not a vanished SQLite file: that one does not come back)."""
+    return not isinstance(exc, StoreGone)
+
+
+def _with_retries(call: Callable[[], None], what: str, *, budget: float) -> None:
+    """`call()`, retried with a growing pause while the store refuses, for up to `budget` seconds."""
+    deadline = time.monotonic() + budget
+    pause = _RETRY_FIRST_S
+    warned = False
+    while True:
+        try:
+            call()
+        except StoreError as exc:
+            if not _outage(exc) or time.monotonic() + pause > deadline:
+                raise
+            if not warned:
+                log.warning("%s: the store refused (%s); retrying for up to %.0fs", what, exc, budget)
+                warned = True
+            time.sleep(pause)
+            pause = min(pause * 2, _RETRY_MAX_S)
+        else:
+            if warned:
+                log.info("%s: the store is back", what)
+            return
+
+
+class _Unsaved:
+    """Trials that finished while the store refused writes, saved at the next chance."""
+
+    def __init__(self, store: Store, budget: float) -> None:
+        self.store = store
+        self.budget = budget
+        self.waiting: list[Callable[[], None]] = []
+        self.warned = False
+        self.why = ""
+
+    def add(self, save: Callable[[], None]) -> None:
+        self.waiting.append(save)
+        self.flush()
+
+    def flush(self) -> None:
+        while self.waiting:
+            try:
+                self.waiting[0]()
+            except StoreError as exc:
+                if not _outage(exc):
+                    raise
+                self.why = str(exc)
+                if not self.warned:
+                    log.warning(
+                        "the store refused a finished fine-tune (%s); it is kept in memory and saved "
+                        "when the store takes writes again",
+                        exc,
+                    )
+                    self.warned = True
+                return
+            self.waiting.pop(0)
+        if self.warned:
+            log.info("the store takes writes again: every finished fine-tune is saved")
+            self.warned = False
+
+    def finish(self) -> None:
+        """Save what is left, waiting out an outage (raises StoreError when it lasts too long)."""
+        _with_retries(self.flush_or_raise, "saving finished fine-tunes", budget=self.budget)
+
+    def flush_or_raise(self) -> None:
+        self.flush()
+        if self.waiting:
+            raise StoreError(f"{len(self.waiting)} finished fine-tune(s) could not be saved: {self.why}")
 
 
 @dataclass(frozen=True)
@@ -123,13 +200,17 @@ def run_evaluation(
             if in_transaction is not None:
                 in_transaction(session)
 
-        store.finish_run(
-            run_id,
-            status=status,
-            seconds=seconds,
-            scores=scores,
-            cells=all_cells,
-            extra=in_the_run_transaction,
+        _with_retries(
+            lambda: store.finish_run(
+                run_id,
+                status=status,
+                seconds=seconds,
+                scores=scores,
+                cells=all_cells,
+                extra=in_the_run_transaction,
+            ),
+            f"storing run {run_id}",
+            budget=settings.executor.store_outage,
         )
     except Cancelled:
         raise  # left "running" on purpose: the next start resumes it
@@ -140,8 +221,16 @@ def run_evaluation(
             store.finish_run(
                 run_id, status="failed", seconds=time.monotonic() - started, scores=[], cells=[], error=reason
             )
-        except Exception:  # the store itself may be what failed; the original error matters more
-            log.exception("could not record run %s as failed", run_id)
+        except (
+            Exception
+        ) as unrecorded:  # the store itself may be what failed; the original error matters more
+            log.error(
+                "run %s could not be recorded as failed (%s); it stays `running` in the store until "
+                "the daemon can mark it failed (or the next start does)",
+                run_id,
+                unrecorded,
+            )
+            log.debug("why run %s could not be recorded", run_id, exc_info=True)
         raise
     return RunReport(
         run_id=run_id,
@@ -168,21 +257,32 @@ def _execute(
     fresh: dict[str, TrialResult],
     watcher: Observer,
 ) -> list[ModelReport]:
+    unsaved = _Unsaved(store, settings.executor.store_outage)
+
     def on_result(trial: TrialSpec, result: TrialResult) -> None:
         fresh[trial.key] = result
         if result.status != "failed":
             # Stored at once: a crash loses at most the trials in flight (the next run resumes).
             ref = trial.cell
-            store.save_trial(
-                result,
-                run_id=run_id,
-                model=ref.model,
-                task=ref.task,
-                dataset=ref.dataset,
-                snapshot=_snapshot_id(resolution, ref.task, ref.dataset),
-                strategy=ref.strategy,
+            snapshot = _snapshot_id(resolution, ref.task, ref.dataset)
+            unsaved.add(
+                lambda: store.save_trial(
+                    result,
+                    run_id=run_id,
+                    model=ref.model,
+                    task=ref.task,
+                    dataset=ref.dataset,
+                    snapshot=snapshot,
+                    strategy=ref.strategy,
+                )
             )
-        store.touch_run(run_id)  # a heartbeat: this run is alive, not interrupted
+        if not unsaved.waiting:
+            try:
+                store.touch_run(run_id)  # a heartbeat: this run is alive, not interrupted
+            except StoreError as exc:
+                if not _outage(exc):
+                    raise
+                log.debug("heartbeat of run %s not stored: %s", run_id, exc)
         watcher.trial_done(trial, result)
 
     todo = {k for k in keys if k not in stored}
@@ -190,6 +290,7 @@ def _execute(
     if groups:
         watcher.stage(f"training {len(todo)} fine-tunes in {len(groups)} work groups")
         executor.run(groups, on_result)
+    unsaved.finish()
 
     reports = []
     for model in settings.models:

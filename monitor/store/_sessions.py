@@ -3,12 +3,20 @@
 Every store method is one short transaction: `_reading` for queries, `_writing` for changes
 (on SQLite that one starts with BEGIN IMMEDIATE, see `_engine`). A SQLAlchemy or driver error
 leaving either becomes a `StoreError` naming the store, with its password hidden, and the operation.
+
+A SQLite store also checks, before every transaction, that its file is still the one it opened:
+a database deleted or replaced under a running daemon would otherwise take every later write into
+an unlinked file (or a fresh empty one), and the history would be gone at the next start without
+a word. And it remembers whether its last write failed, so that readiness reports a store that
+answers reads but cannot take writes (a read-only or full disk).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -17,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreGone
 from ._engine import WRITE, describe, render_url
 from ._schema import Base
 
@@ -33,6 +41,9 @@ class Sessions:
         self._url = url
         self._reads = sessionmaker(engine, expire_on_commit=False)
         self._writes = sessionmaker(engine.execution_options(**{WRITE: True}), expire_on_commit=False)
+        self._file = _database_file(url)
+        self._identity = _identity(self._file)
+        self._write_failure: str | None = None
 
     @property
     def url(self) -> str:
@@ -51,10 +62,22 @@ class Sessions:
     ) -> None:
         self.close()
 
-    def ping(self) -> None:
-        """Run `SELECT 1`; raise StoreError if the database cannot be reached (readiness)."""
+    @property
+    def write_failure(self) -> str | None:
+        """Why the last write failed, or None if it succeeded (or none was tried yet)."""
+        return self._write_failure
+
+    def ping(self, *, write: bool = False) -> None:
+        """Run `SELECT 1`; raise StoreError if the database cannot be reached (readiness).
+
+        With `write=True` it also commits a write that changes nothing (the schema version set to
+        itself), so a database that answers reads but refuses writes is not called ready.
+        """
         with self._reading("answer a ping") as session:
             session.execute(text("SELECT 1"))
+        if write:
+            with self._writing("take a write") as session:
+                session.execute(text("UPDATE alembic_version SET version_num = version_num"))
 
     @contextmanager
     def _reading(self, doing: str) -> Iterator[Session]:
@@ -65,11 +88,17 @@ class Sessions:
     @contextmanager
     def _writing(self, doing: str) -> Iterator[Session]:
         """A write transaction, committed when the block ends and rolled back if it raises."""
-        with self._translated(doing), self._writes() as session, session.begin():
-            yield session
+        try:
+            with self._translated(doing), self._writes() as session, session.begin():
+                yield session
+        except StoreError as exc:
+            self._write_failure = str(exc)
+            raise
+        self._write_failure = None
 
     @contextmanager
     def _translated(self, doing: str) -> Iterator[None]:
+        self._check_file(doing)
         try:
             yield
         except SQLAlchemyError as exc:
@@ -77,6 +106,21 @@ class Sessions:
                 f"result store {render_url(self._url)} could not {doing}: {describe(exc, self._url)}; "
                 f"{self._hint(exc)}"
             ) from exc
+
+    def _check_file(self, doing: str) -> None:
+        """Refuse to go on if the SQLite file was deleted or replaced since the store opened it."""
+        if self._identity is None:
+            return
+        now = _identity(self._file)
+        if now == self._identity:
+            return
+        what = "deleted" if now is None else "replaced by another file"
+        raise StoreGone(
+            f"result store {render_url(self._url)} could not {doing}: the database file was {what} "
+            f"while this process had it open; nothing more is written, so no result goes where nobody "
+            f"would find it. Put the original file back (from a backup) and restart, or restart to "
+            f"begin a new, empty history"
+        )
 
     def _hint(self, exc: SQLAlchemyError) -> str:
         if not isinstance(exc, OperationalError):
@@ -93,3 +137,24 @@ class Sessions:
         if self._engine.dialect.name == "postgresql":
             return postgresql.insert(table)
         return sqlite.insert(table)
+
+
+def _database_file(url: URL) -> Path | None:
+    """The file of a SQLite database on disk; None for in-memory ones and other databases."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _identity(path: Path | None) -> tuple[int, int] | None:
+    """(device, inode) of `path`; None if there is no file (or it cannot be looked at)."""
+    if path is None:
+        return None
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
