@@ -349,6 +349,35 @@ def test_claim_due_refuses_bad_arguments(store: Store) -> None:
         store.claim_due(lease_seconds=math.nan)
     with pytest.raises(ValueError, match="timezone-aware"):
         store.claim_due(now=datetime(2026, 11, 1))
+    with pytest.raises(ValueError, match="notifier must be a string of 1 to 128 characters"):
+        store.claim_due(notifier="")
+
+
+def test_claim_due_for_one_notifier_leaves_the_other_notifiers_items(store: Store) -> None:
+    a0, a1, a2, c0, c1 = enqueue(
+        store, delivery(n=0), delivery(n=1), delivery(n=2), delivery("chat", n=0), delivery("chat", n=1)
+    )
+    now = utcnow() + timedelta(hours=1)
+    # Oldest first across notifiers: c0, a0, c1, a1; a2 waits for a retry, not due before now + 1 hour.
+    for position, item_id in enumerate([c0, a0, c1, a1]):
+        set_times(store, item_id, created_at=T0 + timedelta(minutes=position), next_attempt_at=T0)
+    set_times(store, a2, created_at=T0 - timedelta(days=1), next_attempt_at=now + timedelta(hours=1))
+    before = {i.id: i for i in store.outbox_items()}
+
+    claimed = store.claim_due(limit=10, lease_seconds=60, now=now, notifier="oncall")
+
+    assert [i.id for i in claimed] == [a0, a1]  # not a2: its retry is not due
+    assert all(i.next_attempt_at == now + timedelta(seconds=60) for i in claimed)
+    assert [item(store, i) for i in (c0, c1, a2)] == [before[c0], before[c1], before[a2]]  # untouched
+    assert store.claim_due(now=now, notifier="oncall") == []  # leased
+    assert store.claim_due(now=now, notifier="nobody") == []
+    assert [i.id for i in store.claim_due(limit=1, now=now, notifier="chat")] == [c0]
+    # Unfiltered, a claim takes every notifier's due items, and still not the leased ones.
+    assert [i.id for i in store.claim_due(now=now)] == [c1]
+    assert store.claim_due(now=now + timedelta(seconds=59)) == []
+    again = store.claim_due(now=now + timedelta(seconds=60))  # the leases ran out
+    assert [i.id for i in again] == [c0, a0, c1, a1]
+    assert store.outbox_pending() == 5
 
 
 def _together(*actions: Callable[[], None]) -> None:
@@ -507,6 +536,67 @@ def test_a_long_error_is_cut(store: Store) -> None:
     assert error is not None and len(error) == 2000 and error.endswith("…")
 
 
+def test_drop_pending_gives_up_every_pending_item_of_one_notifier(store: Store) -> None:
+    fresh, leased, retrying, delivered, dropped, chat_fresh, chat_retrying = enqueue(
+        store, delivery(), delivery(), delivery(), delivery(), delivery(), delivery("chat"), delivery("chat")
+    )
+    later = utcnow() + timedelta(days=1)
+    store.mark_retry(retrying, attempts=2, next_attempt_at=later, error="HTTP 503")
+    store.mark_retry(chat_retrying, attempts=1, next_attempt_at=later, error="HTTP 503")
+    store.mark_delivered(delivered, attempts=1)
+    store.mark_dropped(dropped, attempts=3, error="HTTP 400 Bad Request")
+    set_times(store, leased, created_at=T0)  # the oldest: the one claimed
+    now = utcnow() + timedelta(hours=1)
+    assert [i.id for i in store.claim_due(limit=1, now=now, notifier="oncall")] == [leased]
+    before = {i.id: i for i in store.outbox_items()}
+    assert store.notification_counts() == {
+        ("oncall", "retried"): 1,
+        ("chat", "retried"): 1,
+        ("oncall", "delivered"): 1,
+        ("oncall", "dropped"): 1,
+    }
+
+    error = "notifier 'oncall' is no longer configured"
+    assert store.drop_pending("oncall", error=error) == 3
+
+    for item_id in (fresh, leased, retrying):
+        # Dropped with the error; the rest (attempts: 0, 0 and 2) stays as it was.
+        assert item(store, item_id) == replace(before[item_id], status="dropped", last_error=error)
+    for item_id in (delivered, dropped, chat_fresh, chat_retrying):  # finished, or another notifier's
+        assert item(store, item_id) == before[item_id]
+    counts = store.notification_counts()
+    assert counts == {
+        ("oncall", "retried"): 1,
+        ("chat", "retried"): 1,
+        ("oncall", "delivered"): 1,
+        ("oncall", "dropped"): 4,
+    }
+    assert store.outbox_pending() == 2
+    assert set(store.next_attempt_times()) == {"chat"}
+    # Nothing of "oncall" is claimed again, not even once its lease has run out.
+    assert sorted(i.id for i in store.claim_due(now=later)) == sorted([chat_fresh, chat_retrying])
+    # A dispatcher that still holds the leased item marks it too late: nothing changes or counts.
+    store.mark_delivered(leased, attempts=1)
+    assert item(store, leased).status == "dropped"
+
+    assert store.drop_pending("oncall", error=error) == 0
+    assert store.drop_pending("nobody", error=error) == 0  # and no ("nobody", "dropped") count
+    assert store.notification_counts() == counts
+
+
+def test_drop_pending_refuses_bad_arguments_and_cuts_a_long_error(store: Store) -> None:
+    (a,) = enqueue(store, delivery())
+    with pytest.raises(ValueError, match="notifier must be a string of 1 to 128 characters"):
+        store.drop_pending("", error="gone")
+    with pytest.raises(ValueError, match="error must be text"):
+        store.drop_pending("oncall", error=None)  # type: ignore[arg-type]
+    assert (item(store, a).status, store.notification_counts()) == ("pending", {})
+
+    assert store.drop_pending("oncall", error="x" * 5000) == 1
+    error = item(store, a).last_error
+    assert error is not None and len(error) == 2000 and error.endswith("…")
+
+
 def test_outbox_pending_and_next_attempt_time(store: Store) -> None:
     assert (store.outbox_pending(), store.next_attempt_time()) == (0, None)
     a, b, c = enqueue(store, delivery(), delivery(), delivery())
@@ -521,6 +611,50 @@ def test_outbox_pending_and_next_attempt_time(store: Store) -> None:
     assert (store.outbox_pending(), store.next_attempt_time()) == (1, T0 + timedelta(minutes=5))
     store.mark_delivered(a, attempts=2)
     assert (store.outbox_pending(), store.next_attempt_time()) == (0, None)
+
+
+def test_next_attempt_times_per_notifier(store: Store) -> None:
+    assert store.next_attempt_times() == {}
+    slow, soon, delivered, leased, dropped, overdue, paged = enqueue(
+        store,
+        delivery(),
+        delivery(),
+        delivery(),
+        delivery("chat"),
+        delivery("chat"),
+        delivery("mail"),
+        delivery("pager"),
+    )
+    # Finished items keep the earliest times of all: they must not count.
+    for item_id in (delivered, dropped, paged):
+        set_times(store, item_id, next_attempt_at=T0 - timedelta(days=30))
+    store.mark_delivered(delivered, attempts=1)
+    store.mark_dropped(dropped, attempts=1, error="HTTP 400 Bad Request")
+    store.mark_delivered(paged, attempts=1)
+    store.mark_retry(slow, attempts=1, next_attempt_at=T0 + timedelta(minutes=5), error="HTTP 503")
+    store.mark_retry(soon, attempts=1, next_attempt_at=T0 + timedelta(minutes=2), error="HTTP 503")
+    now = utcnow() + timedelta(hours=1)
+    assert [i.id for i in store.claim_due(lease_seconds=60, now=now, notifier="chat")] == [leased]
+    set_times(store, overdue, next_attempt_at=T0 - timedelta(hours=1))
+
+    times = store.next_attempt_times()
+
+    # Per notifier, the earliest next_attempt_at of its pending items: a retrying item's retry
+    # time, a leased one's lease end, and a time in the past for one overdue. "pager" has
+    # nothing pending: absent.
+    assert times == {
+        "oncall": T0 + timedelta(minutes=2),
+        "chat": now + timedelta(seconds=60),
+        "mail": T0 - timedelta(hours=1),
+    }
+    assert all(due.tzinfo is UTC for due in times.values())
+    assert min(times.values()) == store.next_attempt_time()
+    store.mark_delivered(soon, attempts=2)
+    store.mark_dropped(leased, attempts=1, error="HTTP 404 Not Found")
+    assert store.next_attempt_times() == {
+        "oncall": T0 + timedelta(minutes=5),
+        "mail": T0 - timedelta(hours=1),
+    }
 
 
 def test_outbox_items_newest_first_by_status(store: Store) -> None:

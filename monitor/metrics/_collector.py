@@ -252,11 +252,13 @@ class StoreCollector(Collector):
             labels=["notifier", "outcome"],
         )
         counts = store.notification_counts()
-        for notifier in settings.alerts.notifiers:
+        configured = [n.name for n in settings.alerts.notifiers]
+        # A notifier removed from the config keeps its series while the store has counts for it,
+        # so that the drops of its leftover notifications are seen.
+        gone = sorted({name for name, _ in counts} - set(configured))
+        for name in configured + gone:
             for outcome in ("delivered", "retried", "dropped"):
-                notifications.add_metric(
-                    [notifier.name, outcome], float(counts.get((notifier.name, outcome), 0))
-                )
+                notifications.add_metric([name, outcome], float(counts.get((name, outcome), 0)))
         pending = GaugeMetricFamily(
             "persistence_notification_outbox_pending", "notifications waiting in the outbox for delivery"
         )

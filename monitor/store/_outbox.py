@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select
+from sqlalchemy import CursorResult, delete, func, select, update
 
 from ._records import OUTBOX_STATUSES, NotificationOutcome, OutboxItem, OutboxStatus
 from ._schema import NotificationCountRow, OutboxRow, utcnow
@@ -127,14 +127,19 @@ class Outbox(Sessions):
     """Notifications waiting for delivery, their outcomes, and the counts of those outcomes."""
 
     def claim_due(
-        self, *, limit: int = 50, lease_seconds: float = 60.0, now: datetime | None = None
+        self,
+        *,
+        limit: int = 50,
+        lease_seconds: float = 60.0,
+        now: datetime | None = None,
+        notifier: str | None = None,
     ) -> list[OutboxItem]:
         """Take up to `limit` pending items due at `now` (default: the current time), oldest first.
 
         In the same transaction their `next_attempt_at` moves to `now + lease_seconds`: another
         dispatcher (another process) does not get them before then, and if this one dies before
         marking them, they are due again once the lease has run out. The items come back with the
-        leased time.
+        leased time. With `notifier`, only that notifier's items are taken.
         """
         if not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
@@ -151,6 +156,8 @@ class Outbox(Sessions):
             # locks (and renders nothing here): its write lock serialises the claims instead.
             .with_for_update(skip_locked=True)
         )
+        if notifier is not None:
+            query = query.where(OutboxRow.notifier == check_name(notifier, "notifier", _NOTIFIER_LENGTH))
         with self._writing("claim due notifications") as session:
             rows = list(session.scalars(query))
             for row in rows:
@@ -193,6 +200,34 @@ class Outbox(Sessions):
 
         self._mark(item_id, "dropped", dropped)
 
+    def drop_pending(self, notifier: str, *, error: str) -> int:
+        """Give up every pending item of `notifier`, leased or not; count them; return how many.
+
+        For a notifier that is no longer configured: nothing could ever deliver its items. Their
+        attempts stay as they are; `error` (safe to show, no secret) becomes their `last_error`.
+        """
+        check_name(notifier, "notifier", _NOTIFIER_LENGTH)
+        message = _safe_error(error)
+        statement = (
+            update(OutboxRow)
+            .where(OutboxRow.status == "pending", OutboxRow.notifier == notifier)
+            .values(status="dropped", last_error=message)
+            .execution_options(synchronize_session=False)
+        )
+        with self._writing(f"drop the pending notifications of {notifier!r}") as session:
+            dropped = cast(CursorResult[Any], session.execute(statement)).rowcount
+            if dropped:
+                count = self._insert(NotificationCountRow).values(
+                    notifier=notifier, outcome="dropped", count=dropped
+                )
+                session.execute(
+                    count.on_conflict_do_update(
+                        index_elements=["notifier", "outcome"],
+                        set_={"count": NotificationCountRow.count + dropped},
+                    )
+                )
+            return dropped
+
     def _mark(self, item_id: str, outcome: NotificationOutcome, change: Callable[[OutboxRow], None]) -> None:
         check_hex_id(item_id, "an outbox item id")
         with self._writing(f"mark notification {item_id} {outcome}") as session:
@@ -220,6 +255,16 @@ class Outbox(Sessions):
         query = select(func.min(OutboxRow.next_attempt_at)).where(OutboxRow.status == "pending")
         with self._reading("read when the next notification is due") as session:
             return session.scalar(query)
+
+    def next_attempt_times(self) -> dict[str, datetime]:
+        """Notifier -> when its next pending item is due (it may be in the past); absent: none pending."""
+        query = (
+            select(OutboxRow.notifier, func.min(OutboxRow.next_attempt_at))
+            .where(OutboxRow.status == "pending")
+            .group_by(OutboxRow.notifier)
+        )
+        with self._reading("read when each notifier's next notification is due") as session:
+            return {notifier: due for notifier, due in session.execute(query)}
 
     def notification_counts(self) -> dict[tuple[str, str], int]:
         """(notifier, outcome) -> how many deliveries ended so, ever (pruning keeps these)."""
