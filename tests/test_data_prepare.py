@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -356,10 +357,13 @@ def test_load_arrays_refuses_pickles_and_damaged_files(tmp_path: Path) -> None:
     prepared = _prepare(_snapshot(_split_tree(tmp_path / "snap")), _task(), tmp_path / "cache")
     good_labels = np.load(prepared.path / "train_y.npy")
     np.save(prepared.path / "train_y.npy", np.array([{"evil": 1}] * 5, dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match=rf"{re.escape(str(prepared.path))}.*train_y\.npy.*checksum"):
+        load_arrays(prepared)
+    # Without checksums to stop it first, the load itself still never unpickles.
     with pytest.raises(
         DataError, match=rf"{re.escape(str(prepared.path))}.*allow_pickle.*delete that folder"
     ):
-        load_arrays(prepared)
+        load_arrays(dataclasses.replace(prepared, checksums=()))
     np.save(prepared.path / "train_y.npy", good_labels)
     (prepared.path / "test_x.npy").unlink()
     with pytest.raises(DataError, match=r"test_x\.npy"):

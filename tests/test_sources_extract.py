@@ -12,7 +12,7 @@ from typing import Literal
 
 import pytest
 
-import monitor.sources._materialize as materialize_module
+import monitor.sources._extracted as extracted_module
 from monitor.errors import SnapshotRejected
 from monitor.sources import SnapshotCandidate, SnapshotLimits, materialize
 
@@ -84,7 +84,7 @@ def test_an_extracted_archive_is_reused(tmp_path: Path, monkeypatch: pytest.Monk
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("extracted twice")
 
-    monkeypatch.setattr(materialize_module, "extract_archive", refuse)
+    monkeypatch.setattr(extracted_module, "extract_archive", refuse)
     assert materialize(_candidate(archive), state_dir=tmp_path / "state") == first
 
 

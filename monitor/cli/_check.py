@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from .._text import shown
 from ..alerts import small_test_split
 from ..errors import MonitorError
 from ..settings import Settings, StrategySpec, TaskSpec, redact_url
@@ -79,7 +80,7 @@ def check_config(settings: Settings, out: Console) -> int:
                     task.name, task.metric, dataset.name, source, Text(str(exc), style="red"), "-"
                 )
                 continue
-            latest = found[-1].snapshot if found else Text("none yet", style="yellow")
+            latest = Text(shown(found[-1].snapshot)) if found else Text("none yet", style="yellow")
             datasets.add_row(task.name, task.metric, dataset.name, source, str(len(found)), latest)
             if found and any(r.kind == "drop" for r in settings.alerts.rules):
                 bound = _test_split_bound(task, found[-1])

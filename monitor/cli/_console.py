@@ -57,7 +57,8 @@ class ProgressObserver:
         self.progress.stop()
 
     def stage(self, text: str) -> None:
-        self.console.print(f"[dim]· {text}[/dim]")  # printed above the bar, which stays short
+        # printed above the bar, which stays short; Text: a snapshot id with [brackets] is not markup
+        self.console.print(Text(f"· {text}", style="dim"))
 
     def warn(self, text: str) -> None:
         self.console.print(Text("warning: ", style="yellow bold") + Text(text))

@@ -5,8 +5,10 @@
     cache_key(snapshot_digest, task, image_size)                 -> str            the cache folder name
 
 The compact protocol (DESIGN.md §3.3): split/ or hashed layout, deterministic per-class caps,
-torchvision's Resize + CenterCrop geometry. Bad snapshots raise SnapshotRejected with a reason
-code; an unreadable cache raises DataError.
+torchvision's Resize + CenterCrop geometry; images over `max_image_pixels` are skipped. Each
+cache entry carries the sha256 of its files, checked whenever it is opened: a damaged entry is
+rebuilt, never trained on. Bad snapshots raise SnapshotRejected with a reason code (remembered
+by content, worded for the snapshot at hand); an unreadable cache raises DataError.
 """
 
 from ._cache import load_arrays

@@ -2,11 +2,16 @@
 
 A folder is published whole (written under a temp name, then `os.replace`), and meta.json is
 written last inside it, so a folder that exists is complete unless something outside damaged it.
-Reading a hit checks meta.json and every .npy header and length (cheap: no pixel is read).
+meta.json carries the sha256 of each .npy file, taken when it was written. Opening a hit for a
+run checks meta.json, every .npy header and length, and every checksum (streamed: hashing the
+cache costs about a second per GB, decoding it again costs minutes), so damage that keeps a
+file's size (zeroed pixels, labels out of range) is found before anything trains on it; the
+worker checks the checksums again as it loads the arrays.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -20,10 +25,60 @@ import numpy as np
 from ..errors import DataError
 from ._prepared import ARRAY_FILES, DecodedArrays, PreparedData
 
-__all__ = ["load_arrays", "read_cached", "write_cache"]
+__all__ = [
+    "ChecksumMismatch",
+    "MissingChecksum",
+    "file_checksums",
+    "load_arrays",
+    "read_cached",
+    "write_cache",
+]
 
 # A temp folder this old was left by a crash (decoding one snapshot takes seconds to minutes).
 _STALE_SECONDS = 6 * 3600
+_CHECKSUM = "sha256"  # hashlib's fastest here (SHA extensions); a few MB to a few hundred per entry
+
+
+class ChecksumMismatch(ValueError):
+    """A cache file's content is not what was written: it changed on disk since it was decoded."""
+
+
+class MissingChecksum(ValueError):
+    """A cache folder written before entries carried checksums: its content cannot be vouched for."""
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, _CHECKSUM).hexdigest()  # streamed in chunks
+
+
+def file_checksums(folder: Path) -> dict[str, str]:
+    """The checksum of each .npy file of a cache folder, by file name (OSError if one is missing)."""
+    return {f"{name}.npy": _sha256(folder / f"{name}.npy") for name in ARRAY_FILES}
+
+
+def _recorded_checksums(meta: dict[str, Any]) -> dict[str, str]:
+    recorded = meta.get("checksum")
+    if recorded is None:
+        raise MissingChecksum("it has no checksum (written by an earlier release)")
+    files = recorded.get("files") if isinstance(recorded, dict) else None
+    if (
+        not isinstance(recorded, dict)
+        or recorded.get("algorithm") != _CHECKSUM
+        or not isinstance(files, dict)
+        or set(files) != {f"{name}.npy" for name in ARRAY_FILES}
+        or not all(isinstance(v, str) for v in files.values())
+    ):
+        raise ValueError("meta.json: unknown checksum layout")
+    return dict(files)
+
+
+def _verify(folder: Path, expected: dict[str, str]) -> None:
+    for name, digest in sorted(expected.items()):
+        if _sha256(folder / name) != digest:
+            raise ChecksumMismatch(
+                f"{name} does not match the checksum written with it (it changed on disk after it was decoded)"
+            )
 
 
 def _expected(meta: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
@@ -75,6 +130,8 @@ def read_cached(folder: Path, key: str) -> PreparedData:
         raise ValueError("meta.json: skipped must be a list of [path, reason] pairs")
     if layout not in ("split", "hashed"):
         raise ValueError(f"meta.json: unknown layout {layout!r}")
+    checksums = _recorded_checksums(meta)
+    _verify(folder, checksums)
     return PreparedData(
         key=key,
         path=folder,
@@ -84,6 +141,7 @@ def read_cached(folder: Path, key: str) -> PreparedData:
         image_size=int(meta["image_size"]),
         skipped=tuple((path, reason) for path, reason in skipped),
         layout=layout,
+        checksums=tuple(sorted(checksums.items())),
     )
 
 
@@ -96,6 +154,8 @@ def write_cache(decoded_dir: Path, key: str, arrays: DecodedArrays, meta: dict[s
     try:
         for name in ARRAY_FILES:
             np.save(staging / f"{name}.npy", getattr(arrays, name), allow_pickle=False)
+        # Hashed as written to disk (read back from the page cache): what a reader will check.
+        meta = {**meta, "checksum": {"algorithm": _CHECKSUM, "files": file_checksums(staging)}}
         # meta.json last: its presence is what marks the folder as complete.
         (staging / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(staging, final)
@@ -110,9 +170,18 @@ def write_cache(decoded_dir: Path, key: str, arrays: DecodedArrays, meta: dict[s
 def load_arrays(prepared: PreparedData) -> DecodedArrays:
     """Load the decoded arrays of a prepared snapshot (never unpickles anything).
 
-    Raises DataError naming the folder when a file is missing, corrupt or does not match the
-    counts in `prepared`.
+    Raises DataError naming the folder when a file is missing, corrupt, does not match the
+    checksum it was prepared with, or does not match the counts in `prepared`.
     """
+    try:
+        # Checked again here: the worker may load the arrays long after the run opened the cache.
+        _verify(prepared.path, dict(prepared.checksums))
+    except ChecksumMismatch as exc:
+        raise DataError(
+            f"decoded data in {prepared.path} is unusable ({exc}); the next run decodes the snapshot again"
+        ) from None
+    except OSError:
+        pass  # a missing file: reported below, by the load that fails on it
     try:
         loaded = {name: np.load(prepared.path / f"{name}.npy", allow_pickle=False) for name in ARRAY_FILES}
         meta = {"n_train": prepared.n_train, "n_test": prepared.n_test, "image_size": prepared.image_size}

@@ -18,9 +18,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import SnapshotRejected, SourceError
+from .._text import shown
+from ..errors import SourceError
 from ..types import SnapshotInfo
 from ._prepared import Layout
+from ._verdict import label, rejected
 
 __all__ = ["IMAGE_EXTENSIONS", "ScannedSnapshot", "in_test_split", "scan_snapshot"]
 
@@ -73,25 +75,26 @@ def _images(root: Path, folder: Path) -> list[str]:
 
 def scan_snapshot(snapshot: SnapshotInfo, test_fraction: float) -> ScannedSnapshot:
     """List the snapshot's classes and files per split; reject layouts that cannot be used."""
-    label = f"{snapshot.task}/{snapshot.dataset}/{snapshot.snapshot}"
     try:
-        return _scan(snapshot.root, label, test_fraction)
+        return _scan(snapshot, test_fraction)
     except OSError as exc:
         raise SourceError(
-            f"snapshot {label}: cannot read {exc.filename or snapshot.root}: {exc.strerror or exc}; "
-            f"check that the snapshot folder still exists and is readable"
+            f"snapshot {label(snapshot)}: cannot read {shown(exc.filename or snapshot.root)}: "
+            f"{exc.strerror or exc}; check that the snapshot folder still exists and is readable"
         ) from None
 
 
-def _scan(root: Path, label: str, test_fraction: float) -> ScannedSnapshot:
+def _scan(snapshot: SnapshotInfo, test_fraction: float) -> ScannedSnapshot:
+    root = snapshot.root
     top = _subdirs(root)
     if "train" in top:
         test_name = next((name for name in _TEST_NAMES if name in top), None)
         if test_name is None:
-            raise SnapshotRejected(
+            raise rejected(
                 "missing_test_split",
-                f"snapshot {label} at {root} has train/ but neither test/ nor val/; add a test/<class>/ "
-                f"split, or drop the train/ level so the snapshot is split by hash",
+                snapshot,
+                " has train/ but neither test/ nor val/; add a test/<class>/ split, or drop the "
+                "train/ level so the snapshot is split by hash",
             )
         train_dir, test_dir = root / "train", root / test_name
         train = {name: _images(root, train_dir / name) for name in _subdirs(train_dir)}
@@ -99,10 +102,11 @@ def _scan(root: Path, label: str, test_fraction: float) -> ScannedSnapshot:
         return ScannedSnapshot("split", train, test)
     orphan = next((name for name in _TEST_NAMES if name in top), None)
     if orphan is not None:
-        raise SnapshotRejected(
+        raise rejected(
             "missing_train_split",
-            f"snapshot {label} at {root} has {orphan}/ but no train/; add train/<class>/ beside it, "
-            f"or put class folders at the top level to have the snapshot split by hash",
+            snapshot,
+            f" has {orphan}/ but no train/; add train/<class>/ beside it, or put class folders at "
+            f"the top level to have the snapshot split by hash",
         )
     scanned = ScannedSnapshot("hashed")
     for name in top:

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, SnapshotRejected
+from .._text import shown
+from ..errors import DataError, SnapshotRejected, SourceError
 from ..settings import TaskSpec
 from ..types import SnapshotInfo
-from ._cache import read_cached, write_cache
+from ._cache import ChecksumMismatch, MissingChecksum, file_checksums, read_cached, write_cache
+from ._decode import DEFAULT_MAX_IMAGE_PIXELS
 from ._key import PROTOCOL_VERSION, cache_key
 from ._layout import ScannedSnapshot, scan_snapshot
 from ._prepared import DecodedArrays, PreparedData
 from ._select import Selection, protocol_order, select_and_decode
+from ._verdict import label, recall, rejected, remember, where
 
 __all__ = ["prepare_snapshot"]
 
@@ -29,60 +30,92 @@ _UNUSABLE = (OSError, ValueError, KeyError, TypeError, EOFError)
 
 
 def prepare_snapshot(
-    snapshot: SnapshotInfo, task: TaskSpec, image_size: int, *, cache_dir: Path, workers: int = 2
+    snapshot: SnapshotInfo,
+    task: TaskSpec,
+    image_size: int,
+    *,
+    cache_dir: Path,
+    workers: int = 2,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> PreparedData:
     """Return the decoded cache of `snapshot` under the task's protocol, decoding it if needed.
 
     The cache lives in `cache_dir/decoded/<cache_key>/` (`cache_dir` is `state_dir/cache`). A
-    complete cache is returned without opening any image; an unusable one is deleted and
-    rebuilt. Undecodable files are skipped and listed in `skipped`. Raises SnapshotRejected
+    complete cache whose checksums hold is returned without opening any image; an unusable or
+    damaged one is deleted and rebuilt. Undecodable files, and images over `max_image_pixels`
+    (`limits.max_image_pixels`), are skipped and listed in `skipped`. Raises SnapshotRejected
     (reason: missing_test_split, missing_train_split, too_few_classes, test_class_not_in_train,
-    empty_class, empty_test_split) when the snapshot cannot make a classification task, and
+    empty_class, empty_test_split) when the snapshot cannot make a classification task,
+    SourceError when its files vanish while it is decoded (it is tried again next time), and
     DataError when the cache cannot be written.
     """
     key = cache_key(snapshot.digest, task, image_size)
     decoded_dir = Path(cache_dir) / "decoded"
     verdict = decoded_dir / f"{key}.rejected.json"
-    if verdict.exists():
-        # Rejected before under this very protocol: the same content gets the same answer,
-        # without decoding it again on every poll. (Another protocol has another key.)
-        try:
-            known = json.loads(verdict.read_text(encoding="utf-8"))
-            raise SnapshotRejected(str(known["reason"]), str(known["message"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            verdict.unlink(missing_ok=True)
+    # Rejected before under this very protocol: the same content gets the same answer, without
+    # decoding it again on every poll, worded for this snapshot. (Another protocol has another key.)
+    known = recall(verdict, snapshot, max_image_pixels)
+    if known is not None:
+        raise known
     try:
-        return _prepare(snapshot, task, image_size, key, decoded_dir, workers)
+        return _prepare(snapshot, task, image_size, key, decoded_dir, workers, max_image_pixels)
     except SnapshotRejected as exc:
-        _remember(verdict, exc)
+        remember(verdict, exc, snapshot, max_image_pixels)
         raise
 
 
-def _remember(verdict: Path, exc: SnapshotRejected) -> None:
+def _open_cached(
+    snapshot: SnapshotInfo, folder: Path, key: str
+) -> tuple[PreparedData | None, dict[str, str] | None]:
+    """(the entry, None) if it is sound; else delete it: (None, the checksums of an entry of an
+    earlier release, which had none of its own, to compare the fresh decode against)."""
+    previous: dict[str, str] | None = None
     try:
-        verdict.parent.mkdir(parents=True, exist_ok=True)
-        partial = verdict.with_suffix(".tmp")
-        partial.write_text(json.dumps({"reason": exc.reason, "message": str(exc)}), encoding="utf-8")
-        os.replace(partial, verdict)
-    except OSError as error:  # only an optimisation: the next run decodes again
-        log.warning("cannot record the rejection of a snapshot in %s: %s", verdict, error)
+        return read_cached(folder, key), None
+    except MissingChecksum:
+        # Rebuilt rather than given a checksum now: an entry that has none may be damaged
+        # already, and hashing it would vouch for whatever bytes it holds.
+        log.info(
+            "decoded cache %s of snapshot %s has no checksum (written by an earlier release); "
+            "decoding the snapshot again once so that it gets one",
+            folder,
+            label(snapshot),
+        )
+        try:
+            previous = file_checksums(folder)
+        except OSError:
+            previous = None
+    except ChecksumMismatch as exc:
+        log.warning(
+            "decoded cache %s of snapshot %s failed its checksum (%s); deleting it and decoding the "
+            "snapshot again",
+            folder,
+            label(snapshot),
+            exc,
+        )
+    except _UNUSABLE as exc:
+        log.warning(
+            "decoded cache %s is unusable (%s); deleting and decoding %s again", folder, exc, label(snapshot)
+        )
+    shutil.rmtree(folder, ignore_errors=True)
+    return None, previous
 
 
 def _prepare(
-    snapshot: SnapshotInfo, task: TaskSpec, image_size: int, key: str, decoded_dir: Path, workers: int
+    snapshot: SnapshotInfo,
+    task: TaskSpec,
+    image_size: int,
+    key: str,
+    decoded_dir: Path,
+    workers: int,
+    max_image_pixels: int,
 ) -> PreparedData:
     folder = decoded_dir / key
+    previous: dict[str, str] | None = None
     if folder.exists():
-        try:
-            return read_cached(folder, key)
-        except _UNUSABLE as exc:
-            log.warning(
-                "decoded cache %s is unusable (%s); deleting and decoding %s again",
-                folder,
-                exc,
-                _label(snapshot),
-            )
-            shutil.rmtree(folder, ignore_errors=True)
+        cached, previous = _open_cached(snapshot, folder, key)
+        if cached is not None:
+            return cached
 
     scanned = scan_snapshot(snapshot, task.test_fraction)
     classes = _check_structure(snapshot, scanned)
@@ -90,25 +123,34 @@ def _prepare(
     test = {
         name: Selection(protocol_order(files), task.test_per_class) for name, files in scanned.test.items()
     }
-    skipped = select_and_decode(snapshot.root, [*train.values(), *test.values()], image_size, workers)
+    try:
+        skipped = select_and_decode(
+            snapshot.root, [*train.values(), *test.values()], image_size, workers, max_image_pixels
+        )
+    except FileNotFoundError as exc:
+        raise SourceError(
+            f"{where(snapshot)}: {shown(exc.filename or '(a file)')} vanished while the snapshot was "
+            f"decoded (it was removed or replaced meanwhile); it is read again on the next run"
+        ) from None
 
     empty = [name for name in classes if not train[name].kept]
     if empty:
-        raise SnapshotRejected(
+        raise rejected(
             "empty_class",
-            f"snapshot {_label(snapshot)} at {snapshot.root}: train class(es) {', '.join(empty)} have no "
-            f"decodable image ({len(skipped)} file(s) could not be decoded); add images or remove "
-            f"the folder(s)",
+            snapshot,
+            f": train class(es) {_names(empty)} have no decodable image ({len(skipped)} file(s) could "
+            f"not be decoded); add images or remove the folder(s)",
         )
     arrays = DecodedArrays(
         *_stack([train[name] for name in classes], image_size),
         *_stack([test[name] if name in test else Selection([], 0) for name in classes], image_size),
     )
     if len(arrays.test_y) == 0:
-        raise SnapshotRejected(
+        raise rejected(
             "empty_test_split",
-            f"snapshot {_label(snapshot)} at {snapshot.root} has no decodable test image; "
-            f"add images under test/<class>/ (or, for a hashed split, more images per class)",
+            snapshot,
+            " has no decodable test image; add images under test/<class>/ (or, for a hashed split, "
+            "more images per class)",
         )
     meta: dict[str, Any] = {
         "protocol": PROTOCOL_VERSION,
@@ -123,60 +165,75 @@ def _prepare(
         "train_counts": {name: len(train[name].kept) for name in classes},
         "test_counts": {name: len(test[name].kept) if name in test else 0 for name in classes},
         "skipped": [list(item) for item in skipped],
+        "max_image_pixels": max_image_pixels,
     }
     try:
         folder = write_cache(decoded_dir, key, arrays, meta)
     except OSError as exc:
         raise DataError(
-            f"cannot write decoded data of snapshot {_label(snapshot)} under {decoded_dir}: "
+            f"cannot write decoded data of snapshot {label(snapshot)} under {decoded_dir}: "
             f"{exc.strerror or exc}; check free space and permissions of state_dir"
         ) from None
     log.info(
         "decoded %s: %d train, %d test images of %d classes (%d skipped) into %s",
-        _label(snapshot),
+        label(snapshot),
         meta["n_train"],
         meta["n_test"],
         len(classes),
         len(skipped),
         folder,
     )
-    return read_cached(folder, key)
+    prepared = read_cached(folder, key)
+    if previous is not None and previous != dict(prepared.checksums):
+        changed = ", ".join(name for name, digest in prepared.checksums if previous.get(name) != digest)
+        log.warning(
+            "snapshot %s: the decoded data an earlier release cached for it differed from a fresh decode "
+            "(%s): damaged on disk, or decoded by another Pillow version. Results stored for this "
+            "snapshot before now may have trained on that data: they are keyed by the snapshot's "
+            "content, not by its decode, and stay in use",
+            label(snapshot),
+            changed,
+        )
+    return prepared
 
 
-def _label(snapshot: SnapshotInfo) -> str:
-    return f"{snapshot.task}/{snapshot.dataset}/{snapshot.snapshot}"
+def _names(classes: list[str]) -> str:
+    return ", ".join(shown(name) for name in classes)
 
 
 def _check_structure(snapshot: SnapshotInfo, scanned: ScannedSnapshot) -> tuple[str, ...]:
     """Reject what no amount of decoding can fix; return the sorted train classes."""
     classes = tuple(sorted(scanned.train))
-    where = f"snapshot {_label(snapshot)} at {snapshot.root}"
     if len(classes) < 2:
         shape = "train/<class>/" if scanned.layout == "split" else "<class>/"
-        raise SnapshotRejected(
+        raise rejected(
             "too_few_classes",
-            f"{where} has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a classification "
+            snapshot,
+            f" has {len(classes)} class folder(s) ({_names(list(classes)) or 'none'}); a classification "
             f"task needs at least 2: put each class's images in its own {shape} folder",
         )
     unknown = sorted(set(scanned.test) - set(classes))
     if unknown:
-        raise SnapshotRejected(
+        raise rejected(
             "test_class_not_in_train",
-            f"{where}: test class(es) {', '.join(unknown)} have no train/ folder; add train/<class>/ for "
-            f"them or remove them from the test split",
+            snapshot,
+            f": test class(es) {_names(unknown)} have no train/ folder; add train/<class>/ for them or "
+            f"remove them from the test split",
         )
     empty = [name for name in classes if not scanned.train[name]]
     if empty:
-        raise SnapshotRejected(
+        raise rejected(
             "empty_class",
-            f"{where}: train class(es) {', '.join(empty)} have no image files (png, jpg, jpeg, bmp, webp) "
-            f"in the train split; add images or remove the folder(s)",
+            snapshot,
+            f": train class(es) {_names(empty)} have no image files (png, jpg, jpeg, bmp, webp) in the "
+            f"train split; add images or remove the folder(s)",
         )
     if not any(scanned.test.values()):
-        raise SnapshotRejected(
+        raise rejected(
             "empty_test_split",
-            f"{where} has no test images; add images under test/<class>/ (or, for a hashed split, "
-            f"more images per class)",
+            snapshot,
+            " has no test images; add images under test/<class>/ (or, for a hashed split, more "
+            "images per class)",
         )
     return classes
 

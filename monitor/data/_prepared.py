@@ -27,6 +27,8 @@ class PreparedData:
     image_size: int
     skipped: tuple[tuple[str, str], ...]  # (relative path, reason) of files that could not be decoded
     layout: Layout
+    # (file name, sha256) of each .npy file as written, checked by `load_arrays` (empty: unchecked)
+    checksums: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

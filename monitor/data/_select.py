@@ -47,9 +47,12 @@ class Selection:
 
 
 def select_and_decode(
-    root: Path, selections: list[Selection], image_size: int, workers: int
+    root: Path, selections: list[Selection], image_size: int, workers: int, max_pixels: int
 ) -> list[tuple[str, str]]:
-    """Fill every selection up to its cap; return the (relative path, reason) of skipped files."""
+    """Fill every selection up to its cap; return the (relative path, reason) of skipped files.
+
+    FileNotFoundError (see `try_decode`) propagates: the snapshot vanished while it was decoded.
+    """
     skipped: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode") as pool:
         while True:
@@ -57,7 +60,7 @@ def select_and_decode(
             if not batch:
                 return sorted(skipped)
             # PIL releases the GIL while decoding and resizing, so threads scale on a few cores.
-            results = pool.map(lambda item: try_decode(root / item[1], image_size), batch)
+            results = pool.map(lambda item: try_decode(root / item[1], image_size, max_pixels), batch)
             for (selection, rel), result in zip(batch, results, strict=True):
                 if isinstance(result, DecodeFailure):
                     skipped.append((rel, str(result)))

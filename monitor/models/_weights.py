@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .._text import shown, shown_text
 from ..errors import ModelError
 from ._surgery import submodule
 
@@ -17,10 +19,27 @@ __all__ = ["fit_state_dict", "read_state_dict"]
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
 # Prefixes added by DataParallel/DistributedDataParallel and torch.compile.
 _PREFIXES = ("module.", "_orig_mod.")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # torch colours its messages; ours are plain text
+_MAX_DETAIL = 160  # a library's message inside ours: one bounded line
+
+
+# What to do with a file that is not a plain state_dict: re-export it where it was made.
+_REEXPORT = (
+    "re-export the weights where the model is built: torch.save(model.state_dict(), path) for a "
+    ".pt/.pth file, or safetensors.torch.save_file(model.state_dict(), path) for a .safetensors file"
+)
+# torch names what the pickle wanted: "Unsupported global: GLOBAL __main__.Evil was not an allowed …"
+_GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][\w.]*)")
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load a state_dict from .safetensors, or from .pt/.pth with `weights_only=True` (no code runs)."""
+    """Load a state_dict from .safetensors, or from .pt/.pth with `weights_only=True` (no code runs).
+
+    Errors never repeat torch's own advice (to load with `weights_only=False`, or to allowlist
+    the pickle's globals, which runs whatever the file holds); they name the file and say how to
+    re-export its weights.
+    """
+    shown_path = shown(path)
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors import SafetensorError
@@ -30,25 +49,36 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 raw: object = load_file(str(path), device="cpu")
             except (SafetensorError, ValueError) as exc:
                 raise ModelError(
-                    f"weights file {path} is not a valid safetensors file ({exc}); re-export it with "
-                    "safetensors.torch.save_file(model.state_dict(), path)"
+                    f"weights file {shown_path} is not a valid safetensors file ({_first_line(exc)}); "
+                    "re-export it with safetensors.torch.save_file(model.state_dict(), path)"
                 ) from None
         else:
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
     except ModelError:
         raise
     except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else "unsupported content"
+        found = _GLOBAL.search(str(exc))
+        what = f" (it references {shown(found[1])})" if found else ""
         raise ModelError(
-            f"refusing to load {path}: it holds more than plain tensors, and weights are only loaded "
-            f"weights-only ({reason}). Save it with torch.save(model.state_dict(), path) or as .safetensors"
+            f"refusing to load weights file {shown_path}: it holds more than plain tensors{what}, and "
+            f"weights are only loaded weights-only, so no code in a weights file ever runs; {_REEXPORT}"
         ) from None
     except Exception as exc:  # torch raises many kinds on garbage bytes; all mean "unreadable"
         raise ModelError(
-            f"cannot read weights file {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
-            "(is it truncated, or not a torch/safetensors file?)"
+            f"cannot read weights file {shown_path} ({type(exc).__name__}: {_first_line(exc)}): is it "
+            f"truncated, or not a torch/safetensors file? Copy it again, or {_REEXPORT}"
         ) from None
     return _unwrap(raw, path)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of a library's message, its control characters (ANSI colours) escaped,
+    bounded; never torch's advice to load the file unsafely."""
+    line = next((part for part in str(exc).splitlines() if part.strip()), "")
+    line = _ANSI.sub("", line).split(". ")[0]  # the first sentence says what; the rest is advice
+    if "weights_only" in line.replace(" ", "") or "safe_globals" in line:
+        return "the file is not plain tensors"  # torch's advice to load it unsafely: never repeated
+    return shown_text(line)[:_MAX_DETAIL] or type(exc).__name__
 
 
 def _unwrap(raw: object, path: Path) -> dict[str, torch.Tensor]:

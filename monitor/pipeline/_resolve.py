@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from .._text import shown
 from ..alerts import small_test_split
 from ..data import PreparedData, prepare_snapshot
 from ..errors import DataError, MonitorError, SnapshotRejected, SourceError
 from ..settings import DatasetSpec, Settings, TaskSpec, redact_url
-from ..sources import list_snapshots, materialize, model_version
+from ..sources import SnapshotLimits, list_snapshots, materialize, model_version, release_snapshot
 from ..store import SnapshotRecord, Store
 from ..types import ModelVersion, SnapshotInfo
 from ._observer import Observer
@@ -66,37 +67,46 @@ def _choose_snapshot(
         observer.warn(str(exc))
         return str(exc)
     problems: list[str] = []
+    limits = SnapshotLimits.from_settings(settings.limits)
     for candidate in reversed(candidates):  # newest first
         try:
-            info = materialize(candidate, state_dir=settings.state_dir)
+            info = materialize(candidate, state_dir=settings.state_dir, limits=limits)
         except SnapshotRejected as exc:
             _reject(store, task, dataset, candidate.snapshot, "", exc, observer)
-            problems.append(f"{candidate.snapshot}: {exc}")
+            problems.append(f"{shown(candidate.snapshot)}: {exc}")
             continue
         except SourceError as exc:
-            observer.warn(f"{where}: snapshot {candidate.snapshot} unavailable: {exc}")
-            problems.append(f"{candidate.snapshot}: {exc}")
+            observer.warn(f"{where}: snapshot {shown(candidate.snapshot)} unavailable: {exc}")
+            problems.append(f"{shown(candidate.snapshot)}: {exc}")
             continue
         try:
-            observer.stage(f"preparing {where} snapshot {info.snapshot}")
+            observer.stage(f"preparing {where} snapshot {shown(info.snapshot)}")
             prepared = {
-                size: prepare_snapshot(info, task, size, cache_dir=settings.state_dir / "cache")
+                size: prepare_snapshot(
+                    info,
+                    task,
+                    size,
+                    cache_dir=settings.state_dir / "cache",
+                    max_image_pixels=settings.limits.max_image_pixels,
+                )
                 for size in sizes
             }
         except SnapshotRejected as exc:
             _reject(store, task, dataset, info.snapshot, info.digest, exc, observer, info)
-            problems.append(f"{info.snapshot}: {exc}")
+            release_snapshot(info, state_dir=settings.state_dir)  # its extraction: disk, nothing more
+            problems.append(f"{shown(info.snapshot)}: {exc}")
             continue
         except (DataError, OSError, MonitorError) as exc:
-            observer.warn(f"{where}: snapshot {info.snapshot} could not be prepared: {exc}")
-            problems.append(f"{info.snapshot}: {exc}")
+            observer.warn(f"{where}: snapshot {shown(info.snapshot)} could not be prepared: {exc}")
+            problems.append(f"{shown(info.snapshot)}: {exc}")
             continue
         first = prepared[sizes[0]]
         if first.skipped:
-            names = ", ".join(path for path, _ in first.skipped[:3])
+            names = ", ".join(shown(path) for path, _ in first.skipped[:3])
             more = f" and {len(first.skipped) - 3} more" if len(first.skipped) > 3 else ""
             observer.warn(
-                f"{where}: snapshot {info.snapshot}: skipped {len(first.skipped)} undecodable image(s): {names}{more}"
+                f"{where}: snapshot {shown(info.snapshot)}: skipped {len(first.skipped)} undecodable "
+                f"image(s): {names}{more}"
             )
         seen_before = store.snapshot_record(task.name, dataset.name, info.snapshot, info.digest) is not None
         store.record_snapshot(
@@ -115,10 +125,10 @@ def _choose_snapshot(
             )
         )
         if candidate is not candidates[-1]:
-            observer.warn(f"{where}: using snapshot {info.snapshot}, the newest usable one")
+            observer.warn(f"{where}: using snapshot {shown(info.snapshot)}, the newest usable one")
         too_small = small_test_split(first.n_test)
         if too_small is not None and not seen_before and any(r.kind == "drop" for r in settings.alerts.rules):
-            observer.warn(f"{where}: snapshot {info.snapshot}: {too_small}")  # once per snapshot
+            observer.warn(f"{where}: snapshot {shown(info.snapshot)}: {too_small}")  # once per snapshot
         return info, prepared
     if problems:
         return f"no usable snapshot for {where}: " + "; ".join(problems)
@@ -138,7 +148,9 @@ def _reject(
     observer: Observer,
     info: SnapshotInfo | None = None,
 ) -> None:
-    observer.warn(f"dataset {task.name}/{dataset.name}: snapshot {snapshot} rejected ({exc.reason}): {exc}")
+    observer.warn(
+        f"dataset {task.name}/{dataset.name}: snapshot {shown(snapshot)} rejected ({exc.reason}): {exc}"
+    )
     store.record_snapshot(
         SnapshotRecord(
             task=task.name,

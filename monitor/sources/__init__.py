@@ -2,16 +2,19 @@
 
     list_snapshots(task, dataset, state_dir=...)  -> [SnapshotCandidate]  complete snapshots, by id
     materialize(candidate, state_dir=...)         -> SnapshotInfo         local folder + content digest
+    release_snapshot(info, state_dir=...)         -> None                 drop a rejected snapshot's extraction
     model_version(spec, state_dir=...)            -> ModelVersion         weights digest (memoised)
 
 Local folders (or `file://`) hold snapshot folders and .tar/.tar.gz/.tgz/.zip archives; an
 `http(s)://` source is a JSON manifest (DESIGN.md §3.3). Archives are extracted safely into
-`state_dir/snapshots/<digest>/`; digests are memoised in `state_dir/cache/digests.json`.
+`state_dir/snapshots/<digest>/` and removed once unused (see `_extracted`); digests are memoised
+in `state_dir/cache/digests.json`. Caps come from the `limits:` settings (`SnapshotLimits`).
 Errors: SourceError (cannot list or read now), SnapshotRejected (the snapshot is bad, with a
 `reason` code: bad_archive, checksum_mismatch, too_large).
 """
 
 from ._candidate import SnapshotCandidate
+from ._extracted import release_snapshot
 from ._limits import DEFAULT_LIMITS, SnapshotLimits
 from ._listing import list_snapshots
 from ._materialize import materialize
@@ -24,4 +27,5 @@ __all__ = [
     "list_snapshots",
     "materialize",
     "model_version",
+    "release_snapshot",
 ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from .._text import shown, shown_text
 from ..errors import SnapshotRejected, SourceError
 from ..settings import redact_url
 from ._fs import sweep_stale
@@ -32,7 +33,7 @@ def download(
     does not match the manifest's checksum is a SnapshotRejected (the snapshot itself is bad).
     The file only gets its final name once complete and verified.
     """
-    shown = redact_url(url)
+    where = shown(redact_url(url))  # the URL comes from a manifest: it may hold anything
     downloads_dir.mkdir(parents=True, exist_ok=True)
     sweep_stale(downloads_dir)
     fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=downloads_dir)
@@ -47,23 +48,23 @@ def download(
         ):
             if response.status_code != 200:
                 raise SourceError(
-                    f"cannot download snapshot {label} from {shown}: HTTP {response.status_code}; "
+                    f"cannot download snapshot {label} from {where}: HTTP {response.status_code}; "
                     f"check that the manifest's url is right and the file is published"
                 )
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                raise _too_large(label, shown, max_bytes)
+                raise _too_large(label, where, max_bytes)
             for chunk in response.iter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise _too_large(label, shown, max_bytes)
+                    raise _too_large(label, where, max_bytes)
                 digest.update(chunk)
                 out.write(chunk)
         actual = digest.hexdigest()
         if actual != expected_sha256.lower():
             raise SnapshotRejected(
                 "checksum_mismatch",
-                f"snapshot {label} downloaded from {shown} has sha256 {actual}, but the manifest says "
+                f"snapshot {label} downloaded from {where} has sha256 {actual}, but the manifest says "
                 f"{expected_sha256.lower()}; republish the archive or fix its sha256 in the manifest",
             )
         final = downloads_dir / actual
@@ -72,13 +73,13 @@ def download(
     except httpx.HTTPError as exc:
         tmp.unlink(missing_ok=True)
         raise SourceError(
-            f"cannot download snapshot {label} from {shown}: {type(exc).__name__}: {exc}; "
+            f"cannot download snapshot {label} from {where}: {type(exc).__name__}: {shown_text(str(exc))}; "
             f"check the network and the server, it will be retried on the next poll"
         ) from None
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise SourceError(
-            f"cannot store snapshot {label} from {shown} under {downloads_dir}: {exc.strerror or exc}; "
+            f"cannot store snapshot {label} from {where} under {downloads_dir}: {exc.strerror or exc}; "
             f"check free space and permissions of state_dir"
         ) from None
     except BaseException:
@@ -86,9 +87,10 @@ def download(
         raise
 
 
-def _too_large(label: str, shown: str, max_bytes: int) -> SnapshotRejected:
+def _too_large(label: str, where: str, max_bytes: int) -> SnapshotRejected:
     return SnapshotRejected(
         "too_large",
-        f"snapshot {label} at {shown} is larger than the download limit of {max_bytes} bytes; "
-        f"publish a smaller snapshot (the compact protocol uses few images per class)",
+        f"snapshot {label} at {where} is larger than the download limit of {max_bytes} bytes "
+        f"(limits.max_download_bytes); publish a smaller snapshot (the compact protocol uses few "
+        f"images per class)",
     )

@@ -18,6 +18,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from .._text import shown, shown_text
 from ..errors import SnapshotRejected, SourceError
 from ._limits import SnapshotLimits
 
@@ -46,8 +47,8 @@ def extract_archive(archive: Path, suffix: str, dest: Path, *, label: str, limit
     except OSError as exc:
         if exc.errno in _DISK_ERRNOS:
             raise SourceError(
-                f"cannot extract snapshot {label} from {archive}: {exc.strerror}; free disk space under "
-                f"{dest.parent} (or move state_dir) and retry"
+                f"cannot extract snapshot {label} from {shown(archive)}: {exc.strerror}; free disk space "
+                f"under {shown(dest.parent)} (or move state_dir) and retry"
             ) from None
         raise _bad(archive, label, f"cannot be read ({type(exc).__name__}: {exc})") from None
     except (tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as exc:
@@ -58,13 +59,16 @@ def extract_archive(archive: Path, suffix: str, dest: Path, *, label: str, limit
 
 
 def _bad(archive: Path, label: str, problem: str) -> SnapshotRejected:
-    problem = " ".join(problem.split())  # library messages can span lines; ours are one line
-    return SnapshotRejected("bad_archive", f"snapshot {label}: archive {archive} {problem}; {_FIX}")
+    # Library messages can span lines and quote member names raw; ours are one escaped line.
+    return SnapshotRejected(
+        "bad_archive", f"snapshot {label}: archive {shown(archive)} {shown_text(problem)}; {_FIX}"
+    )
 
 
 def _bad_member(archive: Path, label: str, member: str, problem: str) -> SnapshotRejected:
     return SnapshotRejected(
-        "bad_archive", f"snapshot {label}: archive {archive} member {member!r} {problem}; {_FIX}"
+        "bad_archive",
+        f"snapshot {label}: archive {shown(archive)} member {member!r} {shown_text(problem)}; {_FIX}",
     )
 
 
@@ -88,14 +92,16 @@ def _over_limits(
             archive,
             label,
             member,
-            f"exceeds the limit of {limits.max_members} members (possible archive bomb)",
+            f"exceeds the limit of {limits.max_members} members (limits.max_archive_members; possible "
+            f"archive bomb)",
         )
     if total > limits.max_bytes:
         raise _bad_member(
             archive,
             label,
             member,
-            f"takes the uncompressed size over the limit of {limits.max_bytes} bytes (possible archive bomb)",
+            f"takes the uncompressed size over the limit of {limits.max_bytes} bytes "
+            f"(limits.max_archive_bytes; possible archive bomb)",
         )
 
 

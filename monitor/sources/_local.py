@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from .._text import shown
 from ..errors import SourceError
 from ..settings import DatasetSpec
 from ._candidate import PARTIAL_SUFFIXES, SnapshotCandidate, split_archive_name
@@ -65,7 +66,7 @@ def list_local(task: str, dataset: DatasetSpec) -> list[SnapshotCandidate]:
             if snapshot_id in seen:
                 raise SourceError(
                     f"cannot list snapshots of {where}: snapshot id {snapshot_id!r} is ambiguous, both "
-                    f"{seen[snapshot_id]} and {path} exist; remove or rename one of them"
+                    f"{shown(seen[snapshot_id])} and {shown(path)} exist; remove or rename one of them"
                 )
             seen[snapshot_id] = path
             if kind == "directory":

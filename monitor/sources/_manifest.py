@@ -18,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from .._text import shown, shown_text
 from ..errors import SourceError
 from ..settings import DatasetSpec, redact_url
 from ._candidate import SnapshotCandidate, split_archive_name
@@ -34,14 +35,13 @@ _ID = re.compile(r"^[^/\\\x00-\x1f]{1,200}$")
 
 def list_manifest(task: str, dataset: DatasetSpec, client: httpx.Client | None) -> list[SnapshotCandidate]:
     """Fetch and validate the manifest of an HTTP(S) source; return its snapshots sorted by id."""
-    shown = redact_url(dataset.source)
-    where = f"dataset {task}/{dataset.name} at {shown}"
+    where = f"dataset {task}/{dataset.name} at {redact_url(dataset.source)}"
     body, fallback_time = _fetch(dataset.source, where, client)
     try:
         document = json.loads(body)
     except ValueError as exc:
         raise SourceError(
-            f"cannot list snapshots of {where}: the manifest is not valid JSON ({exc}); "
+            f"cannot list snapshots of {where}: the manifest is not valid JSON ({shown_text(str(exc))}); "
             f'it must look like {{"snapshots": [{{"id": ..., "url": ..., "sha256": ...}}]}}'
         ) from None
     return sorted(
@@ -70,7 +70,7 @@ def _fetch(url: str, where: str, client: httpx.Client | None) -> tuple[bytes, fl
             modified = response.headers.get("last-modified")
     except httpx.HTTPError as exc:
         raise SourceError(
-            f"cannot list snapshots of {where}: {type(exc).__name__}: {exc}; check the URL and the network"
+            f"cannot list snapshots of {where}: {type(exc).__name__}: {shown_text(str(exc))}; check the URL and the network"
         ) from None
     return b"".join(chunks), _http_date(modified) or time.time()
 
@@ -105,9 +105,9 @@ def _entries(
         absolute = urljoin(dataset.source, url)
         parts = urlsplit(absolute)
         if parts.scheme not in ("http", "https"):
-            raise bad(f"{at}.url resolves to {redact_url(absolute)}, which is not http(s)")
+            raise bad(f"{at}.url resolves to {shown(redact_url(absolute))}, which is not http(s)")
         if split_archive_name(parts.path.rsplit("/", 1)[-1]) is None:
-            raise bad(f"{at}.url {redact_url(absolute)} does not end in .tar, .tar.gz, .tgz or .zip")
+            raise bad(f"{at}.url {shown(redact_url(absolute))} does not end in .tar, .tar.gz, .tgz or .zip")
         found.append(
             SnapshotCandidate(
                 task=task,

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
+from .._text import shown
 from ..errors import SourceError
 from ..settings import redact_url
 from ..types import SnapshotInfo
 from ._candidate import SnapshotCandidate, split_archive_name
 from ._digest import directory_digest, file_digest, is_hidden
 from ._download import download
-from ._extract import extract_archive
-from ._fs import publish_dir, staging_dir
+from ._extracted import extracted, prune_unused, reuse
 from ._limits import DEFAULT_LIMITS, SnapshotLimits
 from ._memo import DigestMemo
 
@@ -40,34 +39,37 @@ def materialize(
     (memoised) and extracted safely, once, into `state_dir/snapshots/<digest>/`. A remote archive
     is downloaded (size-capped), checked against the manifest's sha256, then extracted the same
     way; when that folder already exists nothing is downloaded. If everything sits in one
-    top-level folder (a tarred folder), `root` is that folder.
+    top-level folder (a tarred folder), `root` is that folder. Extracted folders that no call
+    has used for `limits.unused_retention_seconds` are removed on the way (see `_extracted`).
 
     Raises SnapshotRejected for a bad snapshot (bad_archive, checksum_mismatch, too_large) and
     SourceError when it cannot be read right now.
     """
     state_dir = Path(state_dir)
     memo = DigestMemo(state_dir)
-    label = f"{candidate.task}/{candidate.dataset}/{candidate.snapshot}"
+    label = f"{candidate.task}/{candidate.dataset}/{shown(candidate.snapshot)}"
     snapshots_dir = state_dir / "snapshots"
     if candidate.kind == "directory":
         content = Path(candidate.location)
         if not content.is_dir():
             raise SourceError(
-                f"snapshot {label}: directory {content} is gone; it will be listed again on the next poll"
+                f"snapshot {label}: directory {shown(content)} is gone; it will be listed again on the next poll"
             )
         digest = _digest_or_error(lambda: directory_digest(content, memo), label, content)
     elif candidate.kind == "archive":
         archive = Path(candidate.location)
         digest = _digest_or_error(lambda: file_digest(archive, memo), label, archive)
-        content = _extracted(archive, _suffix(archive.name, label), digest, snapshots_dir, label, limits)
+        content = extracted(archive, _suffix(archive.name, label), digest, snapshots_dir, label, limits)
     else:
         if not candidate.sha256:
             raise SourceError(
                 f"snapshot {label}: a remote snapshot needs the manifest's sha256; fix the manifest"
             )
         digest = candidate.sha256.lower()
-        content = snapshots_dir / digest
-        if not content.is_dir():
+        found = reuse(snapshots_dir, digest)
+        if found is not None:
+            content = found
+        else:
             suffix = _suffix(urlsplit(candidate.location).path.rsplit("/", 1)[-1], label)
             archive = download(
                 candidate.location,
@@ -78,10 +80,11 @@ def materialize(
                 client=client,
             )
             try:
-                content = _extracted(archive, suffix, digest, snapshots_dir, label, limits)
+                content = extracted(archive, suffix, digest, snapshots_dir, label, limits)
             finally:
                 # The extracted folder is what is reused; keeping the archive would double the disk use.
                 archive.unlink(missing_ok=True)
+    prune_unused(snapshots_dir, keep=digest, retention_seconds=limits.unused_retention_seconds)
     return SnapshotInfo(
         task=candidate.task,
         dataset=candidate.dataset,
@@ -106,26 +109,10 @@ def _digest_or_error(compute: Callable[[], str], label: str, path: Path) -> str:
     except OSError as exc:
         where = exc.filename or path
         raise SourceError(
-            f"snapshot {label}: cannot read {where}: {exc.strerror or exc}; check that it still exists "
+            f"snapshot {label}: cannot read {shown(where)}: {exc.strerror or exc}; check that it still exists "
             f"and is readable by the monitor"
         ) from None
     return digest
-
-
-def _extracted(
-    archive: Path, suffix: str, digest: str, snapshots_dir: Path, label: str, limits: SnapshotLimits
-) -> Path:
-    """Return `snapshots_dir/<digest>`, extracting the archive there first unless it already exists."""
-    final = snapshots_dir / digest
-    if final.is_dir():
-        return final
-    staging = staging_dir(snapshots_dir, digest)
-    try:
-        extract_archive(archive, suffix, staging, label=label, limits=limits)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return publish_dir(staging, final)
 
 
 def _unwrap(content: Path) -> Path:
