@@ -59,6 +59,19 @@ def resnet(tmp_path_factory):
     return backbone, master
 
 
+@pytest.fixture(scope="module")
+def small_resnet(tmp_path_factory):
+    """The same ResNet-18 at 16 px: bf16 is emulated (slow) on CPUs without bf16 instructions,
+    and these tests compare numerics, which do not need larger images."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("fast16") / "r18.pt"
+    torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), path)
+    backbone = load_backbone(
+        ModelSpec(name="r", architecture="torchvision:resnet18", weights=path, image_size=16)
+    )
+    return backbone, {k: v.clone() for k, v in backbone.module.state_dict().items()}
+
+
 def _params_after(backbone, master, data, t, runtime=CPU, **kw) -> tuple[float, dict]:
     result = finetune(backbone, master, data, t, "accuracy", runtime, **kw)
     return result.score, {k: v.clone() for k, v in backbone.module.state_dict().items()}
@@ -66,10 +79,10 @@ def _params_after(backbone, master, data, t, runtime=CPU, **kw) -> tuple[float, 
 
 @pytest.mark.parametrize("runtime", [CPU, BF16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("blocks", [1, 2])
-def test_partial_from_cached_activations_equals_plain_partial(resnet, blocks, runtime):
-    backbone, master = resnet
-    data = random_data(32)
-    chain = find_chain(backbone, 32)
+def test_partial_from_cached_activations_equals_plain_partial(small_resnet, blocks, runtime):
+    backbone, master = small_resnet
+    data = random_data(16, n=16)  # one batch an epoch: emulated bf16 costs seconds a step
+    chain = find_chain(backbone, 16)
     assert chain is not None
     feed = activation_feed(backbone, chain, data, blocks, runtime)
     assert feed is not None and feed.kind == "activations"
@@ -90,11 +103,11 @@ def test_partial_from_cached_activations_equals_plain_partial(resnet, blocks, ru
         )
 
 
-def test_bf16_fine_tunes_track_fp32_ones(resnet):
+def test_bf16_fine_tunes_track_fp32_ones(small_resnet):
     """bf16 autocast (the GPUs' numerics, and the CPU's where it has bf16 instructions) trains
     the same model as fp32 up to rounding: the weights move the same way."""
-    backbone, master = resnet
-    data = random_data(32)
+    backbone, master = small_resnet
+    data = random_data(16, n=16)  # one batch an epoch: emulated bf16 costs seconds a step
     for strategy in ({"mode": "full", "lr": 0.002}, {"mode": "partial", "trainable_blocks": 1, "lr": 0.01}):
         t = trial(0, **strategy)
         fp32_score, fp32 = _params_after(backbone, master, data, t, CPU)
