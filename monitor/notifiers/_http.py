@@ -26,7 +26,6 @@ from ._base import DeliveryError
 __all__ = [
     "USER_AGENT",
     "HttpTarget",
-    "check_url",
     "new_http_client",
     "parse_retry_after",
     "post",
@@ -67,20 +66,6 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if when.tzinfo is None:  # RFC 9110 dates are GMT
         when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def check_url(url: str) -> str | None:
-    """Why `url` cannot be a receiver's address (without repeating it: it may be a secret), or None."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - a bad port raises here
-    except ValueError:
-        return "not a valid URL"
-    if parts.scheme not in ("http", "https"):
-        return "expected an http:// or https:// URL"
-    if not parts.hostname:
-        return "the URL has no host"
-    return None
 
 
 @dataclass(frozen=True)

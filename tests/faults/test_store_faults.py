@@ -61,6 +61,13 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
+def fill_up(filler: Path) -> None:
+    """Write `filler` until its filesystem is full."""
+    with filler.open("wb") as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * (1 << 20))
+
+
 # -- a deleted or replaced database file ------------------------------------------------------------
 
 
@@ -125,9 +132,7 @@ def test_a_disk_that_fills_up_mid_run_holds_the_results_until_space_is_back(tmp_
             wait_until(
                 lambda: len(store.find_trials(_keys(store, running.id))) >= 2, timeout=120, what="trials"
             )
-            with filler.open("wb") as handle, contextlib.suppress(OSError):
-                while True:
-                    handle.write(b"\0" * (1 << 20))
+            fill_up(filler)
             wait_until(
                 lambda: "it is kept in memory" in daemon.log_text(), timeout=120, what="a refused trial"
             )
@@ -153,9 +158,7 @@ def test_a_disk_full_for_longer_than_store_outage_fails_the_run_once_and_settles
             wait_until(
                 lambda: len(store.find_trials(_keys(store, running.id))) >= 2, timeout=120, what="trials"
             )
-            with filler.open("wb") as handle, contextlib.suppress(OSError):
-                while True:
-                    handle.write(b"\0" * (1 << 20))
+            fill_up(filler)
             wait_until(
                 lambda: daemon.get("/healthz").json()["last_error"], timeout=180, what="the failed run"
             )
