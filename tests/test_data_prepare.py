@@ -33,9 +33,14 @@ def _ident(image: np.ndarray) -> int:
     return int(image[0, 0, 0]) + 256 * int(image[1, 0, 0])
 
 
-def _tree(root: Path, files: dict[str, int]) -> Path:
-    for rel, ident in files.items():
-        _image(root / rel, ident)
+def _tree(root: Path, files: dict[str, int | bytes]) -> Path:
+    """Write `files` under `root`: an int is an image (see `_image`), bytes are written as they are."""
+    for rel, content in files.items():
+        if isinstance(content, bytes):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(content)
+        else:
+            _image(root / rel, content)
     return root
 
 
@@ -284,13 +289,7 @@ REJECTIONS: dict[str, tuple[dict[str, int | bytes], str]] = {
 @pytest.mark.parametrize("case", sorted(REJECTIONS))
 def test_unusable_snapshots_are_rejected_with_a_reason(tmp_path: Path, case: str) -> None:
     files, detail = REJECTIONS[case]
-    root = tmp_path / "snap"
-    for rel, content in files.items():
-        if isinstance(content, bytes):
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_bytes(content)
-        else:
-            _image(root / rel, content)
+    root = _tree(tmp_path / "snap", files)
 
     with pytest.raises(SnapshotRejected) as caught:
         _prepare(_snapshot(root), _task(), tmp_path / "cache")
@@ -390,13 +389,7 @@ def test_cache_key_covers_the_protocol_inputs_and_nothing_else() -> None:
 
 def test_a_rejection_is_remembered_per_protocol_and_not_decoded_again(tmp_path: Path, monkeypatch) -> None:
     files, _ = REJECTIONS["empty_class"]
-    root = tmp_path / "snap"
-    for rel, content in files.items():
-        if isinstance(content, bytes):
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_bytes(content)
-        else:
-            _image(root / rel, content)
+    root = _tree(tmp_path / "snap", files)
     with pytest.raises(SnapshotRejected):
         _prepare(_snapshot(root), _task(), tmp_path / "cache")
 

@@ -40,28 +40,11 @@ from monitor.sources import SnapshotCandidate, SnapshotLimits, list_snapshots, m
 from monitor.store import Store
 from monitor.types import CellResult, SnapshotInfo
 from tests._workspace import basic_config, write_config, write_snapshot
+from tests.test_data_prepare import _tree
+from tests.test_pipeline import Recorder
 
 REPO = Path(__file__).resolve().parents[2]
 LINEAR = {"name": "lin", "mode": "linear", "lr": 0.1, "epochs": 3, "batch_size": 16}
-
-
-class Recorder:
-    """An observer that keeps the warnings a run reports."""
-
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-
-    def stage(self, text: str) -> None:
-        pass
-
-    def warn(self, text: str) -> None:
-        self.warnings.append(text)
-
-    def planned(self, trials: int, cached: int) -> None:
-        pass
-
-    def trial_done(self, trial: object, result: object) -> None:
-        pass
 
 
 # A model whose features are the image's own pooled pixels: a linear probe on them scores 1.0 on
@@ -166,21 +149,6 @@ def test_a_decoded_cache_damaged_in_place_is_rebuilt_before_anything_trains_on_i
     # Rebuilt, and good for the runs after: the stored result is cached with the same score.
     again, _, _ = _evaluate(tmp_path, config)
     assert _cell(again, "lin-new").status == "cached" and _cell(again, "lin-new").score == new.score
-
-
-def _image(path: Path, ident: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (12, 10), (ident % 256, ident // 256, 7)).save(path, format="PNG")
-
-
-def _tree(root: Path, files: dict[str, int | bytes]) -> Path:
-    for rel, content in files.items():
-        if isinstance(content, bytes):
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_bytes(content)
-        else:
-            _image(root / rel, content)
-    return root
 
 
 GOOD = {

@@ -121,8 +121,11 @@ def test_a_database_deleted_under_the_daemon_stops_it_taking_work_and_says_why(t
 # -- a full disk, a read-only disk ----------------------------------------------------------------------
 
 
-def test_a_disk_that_fills_up_mid_run_holds_the_results_until_space_is_back(tmp_path):
-    config = _slow_workspace(tmp_path)
+@contextlib.contextmanager
+def disk_full_mid_run(tmp_path: Path, **executor: str) -> Iterator[tuple[DaemonProcess, Store, Path, str]]:
+    """A daemon whose state is on a 48 MiB tmpfs, filled up once its start-up run stored two
+    trials; yields the daemon, a store on its database, the filler file and the run's id."""
+    config = _slow_workspace(tmp_path, **executor)
     with tmpfs(tmp_path / "state", "48m") as state:
         daemon = DaemonProcess(config).start()
         store = Store.open(f"sqlite:///{state / 'monitor.db'}")
@@ -133,57 +136,42 @@ def test_a_disk_that_fills_up_mid_run_holds_the_results_until_space_is_back(tmp_
                 lambda: len(store.find_trials(_keys(store, running.id))) >= 2, timeout=120, what="trials"
             )
             fill_up(filler)
-            wait_until(
-                lambda: "it is kept in memory" in daemon.log_text(), timeout=120, what="a refused trial"
-            )
-            filler.unlink()
-            wait_until(lambda: store.get_run(running.id).status == "completed", timeout=180, what="the run")
-            assert len(store.find_trials(_keys(store, running.id))) == 12, "a finished fine-tune was lost"
-            assert "the store takes writes again" in daemon.log_text()
-            assert "Traceback" not in daemon.log_text()
+            yield daemon, store, filler, running.id
         finally:
             filler.unlink(missing_ok=True)
             daemon.stop()
             store.close()
+
+
+def test_a_disk_that_fills_up_mid_run_holds_the_results_until_space_is_back(tmp_path):
+    with disk_full_mid_run(tmp_path) as (daemon, store, filler, run_id):
+        wait_until(lambda: "it is kept in memory" in daemon.log_text(), timeout=120, what="a refused trial")
+        filler.unlink()
+        wait_until(lambda: store.get_run(run_id).status == "completed", timeout=180, what="the run")
+        assert len(store.find_trials(_keys(store, run_id))) == 12, "a finished fine-tune was lost"
+        assert "the store takes writes again" in daemon.log_text()
+        assert "Traceback" not in daemon.log_text()
 
 
 def test_a_disk_full_for_longer_than_store_outage_fails_the_run_once_and_settles_it_later(tmp_path):
-    config = _slow_workspace(tmp_path, store_outage="2s")
-    with tmpfs(tmp_path / "state", "48m") as state:
-        daemon = DaemonProcess(config).start()
-        store = Store.open(f"sqlite:///{state / 'monitor.db'}")
-        filler = state / "filler"
-        try:
-            (running,) = wait_until(lambda: store.unfinished_runs(), what="the start-up run")
-            wait_until(
-                lambda: len(store.find_trials(_keys(store, running.id))) >= 2, timeout=120, what="trials"
-            )
-            fill_up(filler)
-            wait_until(
-                lambda: daemon.get("/healthz").json()["last_error"], timeout=180, what="the failed run"
-            )
-            log = daemon.log_text()
-            assert "full" in daemon.get("/healthz").json()["last_error"]
-            assert f"run {running.id} could not be recorded as failed" in log
-            assert "Traceback" not in log, log[-3000:]
-            assert store.get_run(running.id).status == "running"  # nothing could be written
-            filler.unlink()
-            assert daemon.post("/api/v1/runs", headers=AUTH).status_code == 202
-            wait_until(lambda: store.get_run(running.id).status == "failed", what="the failed run settled")
-            assert "full" in (store.get_run(running.id).error or "")
-            wait_until(
-                lambda: [r for r in store.list_runs() if r.status == "completed"],
-                timeout=180,
-                what="a new run",
-            )
-            (newer,) = [r for r in store.list_runs() if r.status == "completed"]
-            assert newer.started_at > running.started_at
-            # every fine-tune that finished before the disk filled is still there
-            assert len(store.find_trials(_keys(store, newer.id))) == 12
-        finally:
-            filler.unlink(missing_ok=True)
-            daemon.stop()
-            store.close()
+    with disk_full_mid_run(tmp_path, store_outage="2s") as (daemon, store, filler, run_id):
+        wait_until(lambda: daemon.get("/healthz").json()["last_error"], timeout=180, what="the failed run")
+        log = daemon.log_text()
+        assert "full" in daemon.get("/healthz").json()["last_error"]
+        assert f"run {run_id} could not be recorded as failed" in log
+        assert "Traceback" not in log, log[-3000:]
+        assert store.get_run(run_id).status == "running"  # nothing could be written
+        filler.unlink()
+        assert daemon.post("/api/v1/runs", headers=AUTH).status_code == 202
+        wait_until(lambda: store.get_run(run_id).status == "failed", what="the failed run settled")
+        assert "full" in (store.get_run(run_id).error or "")
+        wait_until(
+            lambda: [r for r in store.list_runs() if r.status == "completed"], timeout=180, what="a new run"
+        )
+        (newer,) = [r for r in store.list_runs() if r.status == "completed"]
+        assert newer.started_at > store.get_run(run_id).started_at
+        # every fine-tune that finished before the disk filled is still there
+        assert len(store.find_trials(_keys(store, newer.id))) == 12
 
 
 def test_readiness_needs_a_store_that_takes_writes(tmp_path):
