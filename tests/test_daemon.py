@@ -197,8 +197,11 @@ def test_sigkill_mid_grid_then_restart_resumes_without_recomputing(tmp_path):
 
 
 def _keys(store: Store, run_id: str) -> list[str]:
+    """The trial keys of a run: from its plan while it runs, from its cells once it finished."""
     run = store.get_run(run_id)
-    return [key for cell in run.plan["cells"] for key in cell["keys"]]
+    if run.plan is not None:
+        return [key for cell in run.plan["cells"] for key in cell["keys"]]
+    return [key for cell in run.cells for key in cell.keys]
 
 
 def test_sigterm_while_evaluating_exits_0_and_the_run_resumes(tmp_path):

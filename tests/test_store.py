@@ -18,7 +18,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, insert, inspect, select, text, update
+from sqlalchemy import JSON, Engine, column, create_engine, insert, inspect, select, table, text, update
 from sqlalchemy.orm import Session
 
 from monitor.errors import StoreError
@@ -141,13 +141,23 @@ def test_open_migrates_a_fresh_database_to_head(url: str) -> None:
             tables = set(inspect(connection).get_table_names())
         assert {"runs", "run_models", "run_cells", "trials", "snapshots", "model_versions"} <= tables
         assert {"alert_states", "outbox", "notification_counts"} <= tables
-        assert head_revision() == "0004"
+        assert {"run_plans", "counters"} <= tables
+        assert head_revision() == "0005"
         with engine.connect() as connection:
             columns = {c["name"]: c for c in inspect(connection).get_columns("runs")}
-        assert {"owner", "heartbeat_at"} <= set(columns)
+        assert {"owner", "heartbeat_at"} <= set(columns) and "plan" not in columns
         assert columns["owner"]["nullable"] and columns["heartbeat_at"]["nullable"]
     finally:
         engine.dispose()
+
+
+# `runs` as revisions 0001 to 0004 had it (with the plan): what older releases wrote.
+OLD_RUNS = table(
+    "runs",
+    *(column(name) for name in ("id", "trigger", "status", "started_at", "finished_at", "seconds")),
+    column("config_digest"),
+    column("plan", JSON),
+)
 
 
 def test_runs_written_at_revision_0001_survive_the_upgrade_and_the_downgrade(url: str) -> None:
@@ -158,7 +168,7 @@ def test_runs_written_at_revision_0001_survive_the_upgrade_and_the_downgrade(url
         with engine.begin() as connection:
             command.upgrade(alembic_config(connection), "0001")
             connection.execute(
-                insert(RunRow).values(
+                insert(OLD_RUNS).values(
                     id=run_id,
                     trigger="schedule",
                     status="completed",
@@ -287,7 +297,7 @@ def test_scores_written_before_revision_0004_read_their_stderr_as_seed_only(url:
         with engine.begin() as connection:
             command.upgrade(alembic_config(connection), "0003")
             connection.execute(
-                insert(RunRow).values(
+                insert(OLD_RUNS).values(
                     id=run_id,
                     trigger="cli",
                     status="completed",
@@ -351,7 +361,8 @@ def test_a_run_round_trips_with_models_and_cells_in_plan_order(store: Store) -> 
         "seeds": [0, 1],
     }
     store.begin_run(run_id, trigger="api", config_digest="c0ffee", plan=plan)
-    assert store.get_run(run_id).status == "running"  # type: ignore[union-attr]
+    running = store.get_run(run_id)
+    assert running is not None and (running.status, running.plan) == ("running", plan)
 
     scores = [model_score("vit", 0.61, version="factory"), model_score("r18", None)]
     cells = [
@@ -370,7 +381,7 @@ def test_a_run_round_trips_with_models_and_cells_in_plan_order(store: Store) -> 
         "partial",
         "c0ffee",
     )
-    assert record.plan == plan
+    assert record.plan is None  # a finished run's plan is gone: its cells say the same
     assert record.seconds == 42.5
     assert record.models == scores
     assert record.cells == cells
@@ -541,7 +552,7 @@ def test_resume_needs_a_run_that_is_still_running(store: Store) -> None:
     with pytest.raises(ValueError, match="already completed: only a running"):
         store.begin_run(done, trigger="resume", config_digest="c", plan={"x": 1}, owner="h:1", resume=True)
     record = store.get_run(done)
-    assert record is not None and (record.plan, record.owner) == ({}, None)
+    assert record is not None and (record.plan, record.owner) == (None, None)
     with pytest.raises(ValueError, match="exists already"):  # without resume, as before
         store.begin_run(done, trigger="cli", config_digest="c", plan={})
 
@@ -580,18 +591,20 @@ def finished(store: Store, status: str, seconds: float, *, minutes: int) -> str:
 
 
 def test_run_duration_buckets(store: Store) -> None:
-    assert store.run_duration_buckets([1.0, 10.0]) == ([0, 0], 0, 0.0)
+    assert store.run_duration_buckets([1.0, 15.0]) == ([0, 0], 0, 0.0)
     finished(store, "completed", 1.0, minutes=1)
     finished(store, "partial", 5.0, minutes=2)
     finished(store, "failed", 30.0, minutes=3)
     finished(store, "completed", 120.0, minutes=4)
     new_run_id_begun(store)  # running: no seconds yet, not counted
 
-    assert store.run_duration_buckets([1.0, 10.0, 60.0, math.inf]) == ([1, 2, 3, 4], 4, 156.0)
-    assert store.run_duration_buckets([60.0, 0.5, 1.0]) == ([3, 0, 1], 4, 156.0)  # in bounds order
+    assert store.run_duration_buckets([1.0, 15.0, 60.0, math.inf]) == ([1, 2, 3, 4], 4, 156.0)
+    assert store.run_duration_buckets([60.0, 5.0, 1.0]) == ([3, 2, 1], 4, 156.0)  # in bounds order
     assert store.run_duration_buckets([]) == ([], 4, 156.0)
     with pytest.raises(ValueError, match="bounds"):
         store.run_duration_buckets([1.0, math.nan])
+    with pytest.raises(ValueError, match="stored buckets"):  # the store keeps only its own bounds
+        store.run_duration_buckets([0.5])
 
 
 def test_last_run_and_last_success_times(store: Store) -> None:
@@ -894,10 +907,10 @@ def test_database_errors_at_run_time_become_store_errors(store: Store, url: str)
     engine = _plain_engine(url)
     try:
         with engine.begin() as connection:
-            connection.execute(text("DROP TABLE run_cells"))
+            connection.execute(text("DROP TABLE counters"))
     finally:
         engine.dispose()
-    with pytest.raises(StoreError, match=r"could not count cells: .*run_cells"):
+    with pytest.raises(StoreError, match=r"could not count cells: .*counters"):
         store.cell_counts()
 
 
@@ -1010,3 +1023,22 @@ def test_two_stores_write_concurrently_without_lock_errors(url: str) -> None:
     finally:
         daemon.close()
         worker.close()
+
+
+def test_trials_of_one_run_can_be_saved_in_one_transaction(store: Store) -> None:
+    from monitor.store import TrialPlace
+
+    run_id = new_run_id_begun(store)
+    save(store, trial("k0", score=0.1), run_id)
+    place = TrialPlace("r18", "defects", "line-a", "s1", "linear")
+    with pytest.raises(ValueError, match="only 'ok' and 'diverged'"):
+        store.save_trials(
+            [(trial("k1"), place), (trial("k2", status="failed", score=None), place)], run_id=run_id
+        )
+    assert store.find_trials(["k1", "k2"]) == {}  # all or none
+    store.save_trials(
+        [(trial("k0", score=0.9), place), (trial("k1"), place), (trial("k2"), place)], run_id=run_id
+    )
+    found = store.find_trials(["k0", "k1", "k2"])
+    assert set(found) == {"k0", "k1", "k2"} and found["k0"].score == 0.1  # the first result stays
+    store.save_trials([], run_id=run_id)

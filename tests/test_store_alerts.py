@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from monitor.store import AlertState, Base, OutboxItem, Store, new_run_id
 from monitor.store._engine import connect_engine, parse_url
-from monitor.store._migrate import alembic_config
+from monitor.store._migrate import alembic_config, head_revision
 from monitor.store._schema import OutboxRow, utcnow
 from tests import test_store
 from tests.test_store import T0, _plain_engine, cell, model_score, new_run_id_begun
@@ -93,7 +93,7 @@ def test_revision_0003_creates_the_alert_tables_and_matches_the_models(store: St
     engine = _plain_engine(url)
     try:
         with engine.connect() as connection:
-            assert MigrationContext.configure(connection).get_current_revision() == "0004"  # head
+            assert MigrationContext.configure(connection).get_current_revision() == head_revision()
             inspector = inspect(connection)
             assert {"alert_states", "outbox", "notification_counts"} <= set(inspector.get_table_names())
             assert inspector.get_pk_constraint("alert_states")["constrained_columns"] == ["model", "rule"]

@@ -5,6 +5,7 @@ SQLite by default (`sqlite:///<path>`), PostgreSQL with `postgresql+psycopg://â€
 migrates the schema with the Alembic scripts shipped in `migrations/`.
 """
 
+from ._counters import RUN_SECONDS_BUCKETS
 from ._engine import parse_url, render_url
 from ._records import (
     ALERT_STATE_NAMES,
@@ -21,18 +22,23 @@ from ._records import (
     RunRecord,
     RunState,
     RunTrigger,
+    ScorePoint,
     SnapshotRecord,
     SnapshotStatus,
 )
+from ._retention import PRUNED_KINDS, PruneReport, RetentionPolicy
 from ._runs import new_run_id
 from ._schema import Base
 from ._sources import UNDECODABLE_IMAGE
 from ._store import Store
+from ._trials import TrialPlace
 
 __all__ = [
     "ALERT_STATE_NAMES",
     "NOTIFICATION_OUTCOMES",
     "OUTBOX_STATUSES",
+    "PRUNED_KINDS",
+    "RUN_SECONDS_BUCKETS",
     "RUN_TRIGGERS",
     "SEVERITIES",
     "UNDECODABLE_IMAGE",
@@ -43,12 +49,16 @@ __all__ = [
     "NotificationOutcome",
     "OutboxItem",
     "OutboxStatus",
+    "PruneReport",
+    "RetentionPolicy",
     "RunRecord",
     "RunState",
     "RunTrigger",
+    "ScorePoint",
     "SnapshotRecord",
     "SnapshotStatus",
     "Store",
+    "TrialPlace",
     "new_run_id",
     "redacted_database_url",
 ]

@@ -17,8 +17,8 @@ from datetime import datetime
 from typing import Any, cast
 
 from ..types import CellResult, CellStatus, DatasetNoise, ModelScore, Predictions, TrialResult, TrialStatus
-from ._records import RunRecord, RunState, SnapshotRecord, SnapshotStatus
-from ._schema import RunCellRow, RunModelRow, RunRow, SnapshotRow, TrialRow
+from ._records import RunRecord, RunState, ScorePoint, SnapshotRecord, SnapshotStatus
+from ._schema import RunRow, SnapshotRow, TrialRow
 
 __all__ = [
     "cell_result",
@@ -145,6 +145,7 @@ def trial_values(
         "predictions": encode_predictions(result.predictions),
         "run_id": run_id,
         "created_at": created_at,
+        "last_used_at": created_at,
     }
 
 
@@ -198,7 +199,7 @@ def model_values(score: ModelScore, *, run_id: str, position: int, digest: str) 
     }
 
 
-def model_score(row: RunModelRow) -> ModelScore:
+def model_score(row: Any) -> ModelScore:
     """The `ModelScore` a `run_models` row was written from."""
     worst = row.worst_cell
     return ModelScore(
@@ -252,8 +253,8 @@ def cell_values(cell: CellResult, *, run_id: str, position: int) -> dict[str, An
     }
 
 
-def cell_result(row: RunCellRow) -> CellResult:
-    """The `CellResult` a `run_cells` row was written from."""
+def cell_result(row: Any) -> CellResult:
+    """The `CellResult` a `run_cells` row (an ORM object or a plain row) was written from."""
     return CellResult(
         model=row.model,
         task=row.task,
@@ -270,9 +271,13 @@ def cell_result(row: RunCellRow) -> CellResult:
 
 
 def run_record(
-    row: RunRow, models: list[ModelScore] | None = None, cells: list[CellResult] | None = None
+    row: RunRow,
+    models: list[ModelScore] | None = None,
+    cells: list[CellResult] | None = None,
+    *,
+    plan: dict[str, Any] | None = None,
 ) -> RunRecord:
-    """A `RunRecord`, with the models and cells given (none by default)."""
+    """A `RunRecord`, with the models, cells and plan given (none by default)."""
     return RunRecord(
         id=row.id,
         trigger=row.trigger,
@@ -282,11 +287,25 @@ def run_record(
         seconds=row.seconds,
         error=row.error,
         config_digest=row.config_digest,
-        plan=row.plan,
+        plan=plan,
         models=models or [],
         cells=cells or [],
         owner=row.owner,
         heartbeat_at=row.heartbeat_at,
+    )
+
+
+def score_point(row: Any) -> ScorePoint:
+    """A `ScorePoint` from a row of `run_models`' narrow columns (see `RunLog.persistence_history`)."""
+    return ScorePoint(
+        run_id=row.run_id,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        version=row.version,
+        persistence=row.persistence,
+        stderr=row.stderr,
+        stderr_seeds=row.stderr_seeds,
+        coverage=row.coverage,
     )
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "RunRecord",
     "RunState",
     "RunTrigger",
+    "ScorePoint",
     "SnapshotRecord",
     "SnapshotStatus",
 ]
@@ -51,7 +52,9 @@ class RunRecord:
     seconds: float | None
     error: str | None
     config_digest: str
-    plan: dict[str, Any]
+    # The plan of a run still running (what resuming it needs); None once it has finished, and
+    # in the run lists, which never read it.
+    plan: dict[str, Any] | None = None
     models: list[ModelScore] = field(default_factory=list)
     cells: list[CellResult] = field(default_factory=list)
     owner: str | None = None  # "hostname:pid" of the process running it (None before revision 0002)
@@ -61,6 +64,20 @@ class RunRecord:
     def finished(self) -> bool:
         """True once the run has an outcome (completed, partial or failed)."""
         return self.status != "running"
+
+
+@dataclass(frozen=True)
+class ScorePoint:
+    """One point of a model's P(M) history: what a plot or a trend needs, a few numbers."""
+
+    run_id: str
+    started_at: datetime
+    finished_at: datetime | None
+    version: str
+    persistence: float | None
+    stderr: float | None
+    stderr_seeds: float | None
+    coverage: float
 
 
 @dataclass(frozen=True)

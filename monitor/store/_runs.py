@@ -14,17 +14,27 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..types import CELL_STATUSES, RUN_STATUSES, CellResult, ModelScore
-from ._convert import cell_result, cell_values, check_finite, model_score, model_values, run_record
-from ._records import RUN_TRIGGERS, RunRecord
-from ._schema import ModelVersionRow, RunCellRow, RunModelRow, RunRow, utcnow
+from ._convert import (
+    cell_result,
+    cell_values,
+    check_finite,
+    model_score,
+    model_values,
+    run_record,
+    score_point,
+)
+from ._counters import RUN_SECONDS_BUCKETS, add_counts, cumulative_buckets, duration_counts, read_counts
+from ._records import RUN_TRIGGERS, RunRecord, ScorePoint
+from ._schema import ModelVersionRow, RunCellRow, RunModelRow, RunPlanRow, RunRow, TrialRow, utcnow
 from ._sessions import Sessions
 from ._trials import chunks
 
@@ -33,6 +43,11 @@ __all__ = ["RunLog", "new_run_id"]
 _FINISHED = ("completed", "partial")
 _OWNER_LENGTH = 255  # runs.owner is String(255)
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+# Whole rows as plain tuples, not ORM objects: a 5,000-cell run reads several times faster so.
+_CELLS = RunCellRow.__table__
+_MODELS = RunModelRow.__table__
 
 
 def new_run_id() -> str:
@@ -92,8 +107,9 @@ class RunLog(Sessions):
                     raise ValueError(
                         f"run {run_id} is already {run.status}: only a running (unfinished) run can be resumed"
                     )
-                run.plan, run.config_digest, run.owner = plan, config_digest, owner
+                run.config_digest, run.owner = config_digest, owner
                 run.heartbeat_at = utcnow()
+                session.merge(RunPlanRow(run_id=run_id, plan=plan))
             return
         row = RunRow(
             id=run_id,
@@ -104,7 +120,6 @@ class RunLog(Sessions):
             seconds=None,
             config_digest=config_digest,
             error=None,
-            plan=plan,
             owner=owner,
             heartbeat_at=utcnow(),
         )
@@ -112,6 +127,8 @@ class RunLog(Sessions):
             if session.get(RunRow, run_id) is not None:
                 raise ValueError(f"run {run_id} exists already: every run needs a new id")
             session.add(row)
+            session.flush()
+            session.add(RunPlanRow(run_id=run_id, plan=plan))
 
     def touch_run(self, run_id: str) -> None:
         """Set the run's `heartbeat_at` to now (one UPDATE by primary key: cheap enough to call often).
@@ -131,11 +148,14 @@ class RunLog(Sessions):
 
     def unfinished_runs(self) -> list[RunRecord]:
         """Runs still marked `running` (a crash or a kill left them so), oldest first."""
+        query = (
+            select(RunRow, RunPlanRow.plan)
+            .outerjoin(RunPlanRow, RunPlanRow.run_id == RunRow.id)
+            .where(RunRow.status == "running")
+            .order_by(RunRow.started_at, RunRow.id)
+        )
         with self._reading("list unfinished runs") as session:
-            rows = session.scalars(
-                select(RunRow).where(RunRow.status == "running").order_by(RunRow.started_at, RunRow.id)
-            )
-            return [run_record(row) for row in rows]
+            return [run_record(row, plan=plan or {}) for row, plan in session.execute(query)]
 
     def finish_run(
         self,
@@ -154,6 +174,9 @@ class RunLog(Sessions):
         `extra(session)` runs in the same transaction after those rows are flushed, so that alert
         states and outbox rows commit together with the run. If anything raises, nothing is
         written and the run stays `running`; the hook's own exception propagates unchanged.
+
+        The same transaction drops the run's plan (its cells now say the same), counts the run and
+        its cells into the `_total` counters, and marks the trials its cells use as used by it.
         """
         if status not in RUN_STATUSES:
             raise ValueError(f"a run finishes as one of {', '.join(RUN_STATUSES)}, got {status!r}")
@@ -175,11 +198,21 @@ class RunLog(Sessions):
             run.status, run.finished_at, run.seconds, run.error = status, finished, seconds, error
             digests = _digests(session, scores)
             for row in model_rows:
-                row["digest"] = digests[row["model"]]
+                row.update(
+                    digest=digests[row["model"]],
+                    started_at=run.started_at,
+                    finished_at=finished,
+                    finished=status in _FINISHED,
+                )
             if model_rows:
                 session.execute(self._insert(RunModelRow), model_rows)
             if cell_rows:
                 session.execute(self._insert(RunCellRow), cell_rows)
+            session.execute(delete(RunPlanRow).where(RunPlanRow.run_id == run_id))
+            add_counts(session, self._insert, "runs", {status: 1})
+            add_counts(session, self._insert, "cells", Counter(c.status for c in cells))
+            add_counts(session, self._insert, "run_seconds", duration_counts(seconds))
+            _mark_used(session, [k for c in cells for k in c.keys], run.started_at)
             session.flush()
             if extra is not None:
                 extra(session)
@@ -190,25 +223,50 @@ class RunLog(Sessions):
             row = session.get(RunRow, run_id)
             if row is None:
                 return None
-            models = session.scalars(
-                select(RunModelRow).where(RunModelRow.run_id == run_id).order_by(RunModelRow.position)
+            models = session.execute(
+                select(_MODELS).where(RunModelRow.run_id == run_id).order_by(RunModelRow.position)
             )
-            cells = session.scalars(
-                select(RunCellRow).where(RunCellRow.run_id == run_id).order_by(RunCellRow.position)
+            cells = session.execute(
+                select(_CELLS).where(RunCellRow.run_id == run_id).order_by(RunCellRow.position)
             )
-            return run_record(row, [model_score(m) for m in models], [cell_result(c) for c in cells])
+            plan = session.scalar(select(RunPlanRow.plan).where(RunPlanRow.run_id == run_id))
+            return run_record(
+                row, [model_score(m) for m in models], [cell_result(c) for c in cells], plan=plan
+            )
 
-    def list_runs(self, *, limit: int = 50, status: str | None = None) -> list[RunRecord]:
-        """The newest runs first, with their model scores but without cells."""
+    def run_cells(self, run_id: str, *, model: str | None = None) -> list[CellResult]:
+        """The cells of one run (of one model when given), in plan order ([] for an unknown run)."""
+        query = select(_CELLS).where(RunCellRow.run_id == run_id).order_by(RunCellRow.position)
+        if model is not None:
+            query = query.where(RunCellRow.model == model)
+        with self._reading(f"read the cells of run {run_id}") as session:
+            return [cell_result(row) for row in session.execute(query)]
+
+    def run_score(self, run_id: str, model: str) -> tuple[RunRecord, ModelScore] | None:
+        """One model's score in one run, with the run (without models or cells); None if absent."""
+        query = (
+            select(RunRow, RunModelRow)
+            .join(RunModelRow, RunModelRow.run_id == RunRow.id)
+            .where(RunRow.id == run_id, RunModelRow.model == model)
+        )
+        with self._reading(f"read the score of {model} in run {run_id}") as session:
+            found = session.execute(query).first()
+            return (run_record(found[0]), model_score(found[1])) if found is not None else None
+
+    def list_runs(
+        self, *, limit: int = 50, status: str | None = None, with_models: bool = True
+    ) -> list[RunRecord]:
+        """The newest runs first, with their model scores (unless `with_models` is false), never
+        with cells."""
         query = select(RunRow).order_by(RunRow.started_at.desc(), RunRow.id.desc()).limit(limit)
         if status is not None:
             query = query.where(RunRow.status == status)
         with self._reading("list runs") as session:
             runs = list(session.scalars(query))
             models: dict[str, list[ModelScore]] = {run.id: [] for run in runs}
-            for chunk in chunks(list(models)):
-                rows = session.scalars(
-                    select(RunModelRow)
+            for chunk in chunks(list(models) if with_models else []):
+                rows = session.execute(
+                    select(_MODELS)
                     .where(RunModelRow.run_id.in_(chunk))
                     .order_by(RunModelRow.run_id, RunModelRow.position)
                 )
@@ -216,117 +274,173 @@ class RunLog(Sessions):
                     models[row.run_id].append(model_score(row))
             return [run_record(run, models[run.id]) for run in runs]
 
-    def latest_scores(self) -> dict[str, tuple[RunRecord, ModelScore]]:
+    def latest_scores(self, models: Iterable[str] | None = None) -> dict[str, tuple[RunRecord, ModelScore]]:
         """Per model (sorted by name): its score in its latest completed or partial run.
 
-        The runs in these pairs carry neither models nor cells: the pair's score is the one asked for.
+        With `models`, only those (one index lookup each: what the caller shows, whatever the
+        history holds); without, every model the store has scores for. The runs in these pairs
+        carry neither models nor cells: the pair's score is the one asked for.
         """
-        rank = (
-            func.row_number()
-            .over(partition_by=RunModelRow.model, order_by=(RunRow.started_at.desc(), RunRow.id.desc()))
-            .label("rank")
-        )
-        ranked = (
-            select(RunModelRow.run_id, RunModelRow.model, rank)
-            .join(RunRow, RunRow.id == RunModelRow.run_id)
-            .where(RunRow.status.in_(_FINISHED))
-            .subquery()
-        )
-        query = (
-            select(RunRow, RunModelRow)
-            .join(RunModelRow, RunModelRow.run_id == RunRow.id)
-            .join(ranked, and_(ranked.c.run_id == RunModelRow.run_id, ranked.c.model == RunModelRow.model))
-            .where(ranked.c.rank == 1)
-            .order_by(RunModelRow.model)
-        )
         with self._reading("read the latest scores") as session:
+            if models is not None:
+                found: dict[str, tuple[RunRecord, ModelScore]] = {}
+                for model in sorted(set(models)):
+                    row = session.execute(self._history(model).limit(1)).first()
+                    if row is not None:
+                        found[model] = (run_record(row[0]), model_score(row[1]))
+                return found
+            rank = (
+                func.row_number()
+                .over(
+                    partition_by=RunModelRow.model,
+                    order_by=(RunModelRow.started_at.desc(), RunModelRow.run_id.desc()),
+                )
+                .label("rank")
+            )
+            ranked = (
+                select(RunModelRow.run_id, RunModelRow.model, rank).where(RunModelRow.finished).subquery()
+            )
+            query = (
+                select(RunRow, RunModelRow)
+                .join(RunModelRow, RunModelRow.run_id == RunRow.id)
+                .join(
+                    ranked, and_(ranked.c.run_id == RunModelRow.run_id, ranked.c.model == RunModelRow.model)
+                )
+                .where(ranked.c.rank == 1)
+                .order_by(RunModelRow.model)
+            )
             return {m.model: (run_record(run), model_score(m)) for run, m in session.execute(query)}
+
+    @staticmethod
+    def _history(model: str, *, oldest_first: bool = False) -> Any:
+        """The model's scores in its completed or partial runs, newest first: one index range."""
+        order = (
+            (RunModelRow.started_at, RunModelRow.run_id)
+            if oldest_first
+            else (RunModelRow.started_at.desc(), RunModelRow.run_id.desc())
+        )
+        return (
+            select(RunRow, RunModelRow)
+            .join(RunRow, RunRow.id == RunModelRow.run_id)
+            .where(RunModelRow.model == model, RunModelRow.finished)
+            .order_by(*order)
+        )
 
     def score_history(self, model: str, *, limit: int = 100) -> list[tuple[RunRecord, ModelScore]]:
         """The model's scores in its last `limit` completed or partial runs, oldest first."""
+        with self._reading(f"read the score history of {model}") as session:
+            rows = session.execute(self._history(model).limit(limit))
+            newest_first = [(run_record(run), model_score(m)) for run, m in rows]
+        return newest_first[::-1]
+
+    def first_score(self, model: str) -> tuple[RunRecord, ModelScore] | None:
+        """The model's score in its first completed or partial run still stored (None if none)."""
+        with self._reading(f"read the first score of {model}") as session:
+            row = session.execute(self._history(model, oldest_first=True).limit(1)).first()
+            return (run_record(row[0]), model_score(row[1])) if row is not None else None
+
+    def persistence_history(self, model: str, *, limit: int = 100) -> list[ScorePoint]:
+        """P(M) of the model's last `limit` completed or partial runs, oldest first: a few numbers
+        a point, read from one index range (what plots and trends need, without the marginals)."""
         query = (
-            select(RunRow, RunModelRow)
-            .join(RunModelRow, RunModelRow.run_id == RunRow.id)
-            .where(RunModelRow.model == model, RunRow.status.in_(_FINISHED))
-            .order_by(RunRow.started_at.desc(), RunRow.id.desc())
+            select(
+                RunModelRow.run_id,
+                RunModelRow.started_at,
+                RunModelRow.finished_at,
+                RunModelRow.version,
+                RunModelRow.persistence,
+                RunModelRow.stderr,
+                RunModelRow.stderr_seeds,
+                RunModelRow.coverage,
+            )
+            .where(RunModelRow.model == model, RunModelRow.finished)
+            .order_by(RunModelRow.started_at.desc(), RunModelRow.run_id.desc())
             .limit(limit)
         )
-        with self._reading(f"read the score history of {model}") as session:
-            newest_first = [(run_record(run), model_score(m)) for run, m in session.execute(query)]
+        with self._reading(f"read the P(M) history of {model}") as session:
+            newest_first = [score_point(row) for row in session.execute(query)]
         return newest_first[::-1]
 
     def latest_cells(self, model: str) -> list[CellResult]:
         """The model's cells in its latest completed or partial run, in plan order ([] if none)."""
         latest = (
-            select(RunRow.id)
-            .join(RunModelRow, RunModelRow.run_id == RunRow.id)
-            .where(RunModelRow.model == model, RunRow.status.in_(_FINISHED))
-            .order_by(RunRow.started_at.desc(), RunRow.id.desc())
+            select(RunModelRow.run_id)
+            .where(RunModelRow.model == model, RunModelRow.finished)
+            .order_by(RunModelRow.started_at.desc(), RunModelRow.run_id.desc())
             .limit(1)
         )
         with self._reading(f"read the latest cells of {model}") as session:
             run_id = session.scalar(latest)
             if run_id is None:
                 return []
-            rows = session.scalars(
-                select(RunCellRow)
+            rows = session.execute(
+                select(_CELLS)
                 .where(RunCellRow.run_id == run_id, RunCellRow.model == model)
                 .order_by(RunCellRow.position)
             )
             return [cell_result(row) for row in rows]
 
     def run_counts(self) -> dict[str, int]:
-        """Finished runs by status (every status present, zero included)."""
-        query = (
-            select(RunRow.status, func.count()).where(RunRow.status.in_(RUN_STATUSES)).group_by(RunRow.status)
-        )
+        """Finished runs by status, ever (every status present, zero included; pruning keeps these)."""
         with self._reading("count runs") as session:
-            counts = {status: count for status, count in session.execute(query)}
-        return {status: counts.get(status, 0) for status in RUN_STATUSES}
+            counts = read_counts(session, "runs")
+        return {status: int(counts.get(status, 0)) for status in RUN_STATUSES}
 
     def cell_counts(self) -> dict[str, int]:
-        """Cells of all runs by status (every status present, zero included)."""
-        query = select(RunCellRow.status, func.count()).group_by(RunCellRow.status)
+        """Cells of finished runs by status, ever (every status present, zero included)."""
         with self._reading("count cells") as session:
-            counts = {status: count for status, count in session.execute(query)}
-        return {status: counts.get(status, 0) for status in CELL_STATUSES}
+            counts = read_counts(session, "cells")
+        return {status: int(counts.get(status, 0)) for status in CELL_STATUSES}
 
     def run_duration_buckets(self, bounds: Sequence[float]) -> tuple[list[int], int, float]:
-        """A histogram of finished runs' seconds (completed, partial or failed), in one query.
+        """A histogram of finished runs' seconds (completed, partial or failed), ever.
 
         Returns the cumulative count of runs with seconds <= each bound (in the order of `bounds`),
         the count of all of them and the sum of their seconds: a Prometheus histogram's buckets,
-        `_count` and `_sum`. Raises ValueError for a NaN bound.
+        `_count` and `_sum`. The store keeps the buckets of `RUN_SECONDS_BUCKETS` (and infinity);
+        another bound is a ValueError, as is a NaN.
         """
         for bound in bounds:
-            if math.isnan(bound):
-                raise ValueError(f"histogram bounds must be numbers, got {list(bounds)!r}")
-        # Infinite bounds are counted here, not bound as parameters: not every driver takes them.
-        finite = [float(b) for b in bounds if math.isfinite(b)]
-        columns: list[ColumnElement[Any]] = [func.count(), func.coalesce(func.sum(RunRow.seconds), 0.0)]
-        columns += [
-            func.coalesce(func.sum(case((RunRow.seconds <= bound, 1), else_=0)), 0) for bound in finite
-        ]
-        query = select(*columns).where(RunRow.status.in_(RUN_STATUSES), RunRow.seconds.is_not(None))
+            if math.isnan(bound) or (math.isfinite(bound) and float(bound) not in RUN_SECONDS_BUCKETS):
+                raise ValueError(
+                    f"histogram bounds must be among the stored buckets {RUN_SECONDS_BUCKETS}, got "
+                    f"{list(bounds)!r}"
+                )
         with self._reading("read the run duration histogram") as session:
-            total, seconds, *counts = session.execute(query).one()
-        by_bound = dict(zip(finite, counts, strict=True))
-        cumulative = [
-            int(by_bound[b]) if math.isfinite(b) else (int(total) if b > 0 else 0) for b in map(float, bounds)
-        ]
-        return cumulative, int(total), float(seconds)
+            counts = read_counts(session, "run_seconds")
+        return cumulative_buckets(counts, bounds), int(counts.get("count", 0)), float(counts.get("sum", 0.0))
 
     def last_run_time(self) -> datetime | None:
         """When the last run finished, whatever its outcome (None if no run has finished)."""
-        query = select(func.max(RunRow.finished_at)).where(RunRow.status.in_(RUN_STATUSES))
-        with self._reading("read the time of the last run") as session:
-            return session.scalar(query)
+        return self._last_finished(RUN_STATUSES, "read the time of the last run")
 
     def last_success_time(self) -> datetime | None:
         """When the last completed or partial run finished (None if none has)."""
-        query = select(func.max(RunRow.finished_at)).where(RunRow.status.in_(_FINISHED))
-        with self._reading("read the time of the last successful run") as session:
-            return session.scalar(query)
+        return self._last_finished(_FINISHED, "read the time of the last successful run")
+
+    def _last_finished(self, statuses: Sequence[str], what: str) -> datetime | None:
+        # One index lookup per status (status, finished_at), whatever the history holds.
+        with self._reading(what) as session:
+            times = [
+                session.scalar(select(func.max(RunRow.finished_at)).where(RunRow.status == status))
+                for status in statuses
+            ]
+        known = [t for t in times if t is not None]
+        return max(known) if known else None
+
+
+def _mark_used(session: Session, keys: list[str], started_at: datetime) -> None:
+    """Record that a run started at `started_at` uses the trials `keys` (see trials.last_used_at)."""
+    for chunk in chunks(sorted(set(keys))):
+        session.execute(
+            update(TrialRow)
+            .where(
+                TrialRow.key.in_(chunk),
+                or_(TrialRow.last_used_at.is_(None), TrialRow.last_used_at < started_at),
+            )
+            .values(last_used_at=started_at)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _refuse_duplicates(names: list[Any], what: str) -> None:

@@ -3,18 +3,27 @@
 Every change here needs a migration in `migrations/versions/` (tests compare the two with
 alembic's autogenerate and fail on any difference).
 
-    runs            one evaluation of the grid; `plan` lets an interrupted run be resumed, and
-                    `owner` + `heartbeat_at` tell whether the process running it is still alive
-    run_models      P(M) and its companions per model of a run         (PK run_id, model)
-    run_cells       the cells of a run, in plan order                   (unique run, cell)
+    runs            one evaluation of the grid; `owner` + `heartbeat_at` tell whether the process
+                    running it is still alive
+    run_plans       the plan of a run still running, which lets it be resumed after a crash; deleted
+                    when the run finishes (its cells then say the same). Kept out of `runs` so that
+                    no read of the run log ever loads it                (PK run_id)
+    run_models      P(M) and its companions per model of a run, with the run's times copied in so
+                    that a model's history is one index range          (PK run_id, model)
+    run_cells       the cells of a run, in plan order: the per-cell detail that retention prunes
+                                                                        (unique run, cell)
     trials          the fine-tune cache by content key: ok/diverged only (failed ones are retried),
-                    with each trial's test predictions
+                    with each trial's test predictions; `last_used_at` is the start of the newest
+                    run whose cells use it, which is what retention keeps it by
     snapshots       every snapshot version seen, accepted or rejected   (unique snapshot, digest)
     model_versions  every weights digest seen per model                 (unique model, digest)
     alert_states    where each alert rule stands for each model         (PK model, rule)
     outbox          notifications to deliver (the transactional outbox), by delivery id
     notification_counts  deliveries by notifier and outcome: a counter that outlives pruned
                     outbox rows                                         (PK notifier, outcome)
+    counters        the other `_total` metrics (runs and cells by outcome, run durations, rows
+                    pruned), kept as the rows are written so that a scrape reads a few rows, and
+                    pruning never makes them go down                    (PK name, label)
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -38,17 +48,20 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "AlertStateRow",
     "Base",
+    "CounterRow",
     "ModelVersionRow",
     "NotificationCountRow",
     "OutboxRow",
     "RunCellRow",
     "RunModelRow",
+    "RunPlanRow",
     "RunRow",
     "SnapshotRow",
     "TrialRow",
@@ -126,6 +139,8 @@ class RunRow(Base):
     __table_args__ = (
         CheckConstraint(_in("status", RUN_ROW_STATUSES), name="status"),
         Index(None, "status", "started_at"),
+        Index(None, "status", "finished_at"),
+        Index(None, "started_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -136,17 +151,29 @@ class RunRow(Base):
     seconds: Mapped[float | None] = mapped_column(Double)
     config_digest: Mapped[str] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)
-    plan: Mapped[dict[str, Any]]
     owner: Mapped[str | None] = mapped_column(String(255))  # "hostname:pid" of the process running it
     heartbeat_at: Mapped[datetime | None]  # that process's last sign of life
 
 
+class RunPlanRow(Base):
+    __tablename__ = "run_plans"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    plan: Mapped[dict[str, Any]]
+
+
 class RunModelRow(Base):
     __tablename__ = "run_models"
-    __table_args__ = (Index(None, "model"),)
+    __table_args__ = (Index(None, "model", "finished", "started_at", "run_id"),)
 
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # Copied from the run when it finishes (a run finishes once): a model's history is then one
+    # range of this table's index. `finished`: the run completed or was partial (it has a P(M)).
+    # NULL times only for rows of a run that was never finished, which cannot exist.
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    finished: Mapped[bool] = mapped_column(Boolean, server_default=false())
     position: Mapped[int] = mapped_column(Integer)  # order of the run's models, as the plan lists them
     version: Mapped[str] = mapped_column(String(64))
     digest: Mapped[str] = mapped_column(String(128))
@@ -211,6 +238,9 @@ class TrialRow(Base):
     # Trials outlive the run that computed them (later runs reuse them): deleting a run keeps them.
     run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     created_at: Mapped[datetime]
+    # The start of the newest finished run whose cells use this trial (its creation until then):
+    # retention deletes a trial only when no run that keeps its cells can be using it.
+    last_used_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class SnapshotRow(Base):
@@ -294,3 +324,19 @@ class NotificationCountRow(Base):
     notifier: Mapped[str] = mapped_column(String(128), primary_key=True)
     outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger)
+
+
+class CounterRow(Base):
+    """A monotonic count (or sum) that outlives the rows it counted.
+
+    runs      label: outcome         finished runs
+    cells     label: outcome         cells of finished runs
+    run_seconds  label: a bucket bound ("le=<bound>"), "count" or "sum"   run durations
+    pruned    label: what            rows deleted by retention (runs, cells, trials, notifications)
+    """
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[float] = mapped_column(Double)

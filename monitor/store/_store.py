@@ -15,6 +15,7 @@ from ._alerts import AlertLog
 from ._engine import connect_engine, describe, parse_url, render_url
 from ._migrate import upgrade
 from ._outbox import Outbox
+from ._retention import Retention
 from ._runs import RunLog
 from ._sources import SourceLog
 from ._trials import TrialCache
@@ -22,7 +23,7 @@ from ._trials import TrialCache
 __all__ = ["Store"]
 
 
-class Store(RunLog, TrialCache, SourceLog, AlertLog, Outbox):
+class Store(RunLog, TrialCache, SourceLog, AlertLog, Outbox, Retention):
     """The persistence-monitor database (SQLite or PostgreSQL), migrated to this code's schema."""
 
     @classmethod

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import select
 
 from ..types import TrialResult
 from ._convert import trial_result, trial_values
-from ._schema import TrialRow, utcnow
+from ._schema import RunRow, TrialRow, utcnow
 from ._sessions import Sessions
 
-__all__ = ["IN_CHUNK", "TrialCache", "chunks"]
+__all__ = ["IN_CHUNK", "TrialCache", "TrialPlace", "chunks"]
 
 # SQLite allows 32766 bound variables since 3.32 but only 999 before; stay well under both.
 IN_CHUNK = 500
@@ -23,6 +24,17 @@ def chunks(items: Sequence[_T], size: int = IN_CHUNK) -> Iterator[Sequence[_T]]:
     """`items` in slices of at most `size` (for IN lists)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@dataclass(frozen=True)
+class TrialPlace:
+    """Where a trial belongs in the grid (what `trials` records beside its result)."""
+
+    model: str
+    task: str
+    dataset: str
+    snapshot: str
+    strategy: str
 
 
 class TrialCache(Sessions):
@@ -53,18 +65,34 @@ class TrialCache(Sessions):
 
         Raises ValueError for a failed trial: those are retried by the next run, never cached.
         """
-        values = trial_values(
-            result,
-            run_id=run_id,
-            model=model,
-            task=task,
-            dataset=dataset,
-            snapshot=snapshot,
-            strategy=strategy,
-            created_at=utcnow(),
-        )
-        # Two workers may compute the same key (a resumed run, a retried work group): the first
-        # result wins and the second is not an error.
-        statement = self._insert(TrialRow).values(values).on_conflict_do_nothing(index_elements=["key"])
-        with self._writing(f"save trial {result.key}") as session:
-            session.execute(statement)
+        self.save_trials([(result, TrialPlace(model, task, dataset, snapshot, strategy))], run_id=run_id)
+
+    def save_trials(self, trials: Sequence[tuple[TrialResult, TrialPlace]], *, run_id: str) -> None:
+        """Cache several trials of one run in one transaction (as `save_trial` each, all or none)."""
+        now = utcnow()
+        rows = [
+            trial_values(
+                result,
+                run_id=run_id,
+                model=place.model,
+                task=place.task,
+                dataset=place.dataset,
+                snapshot=place.snapshot,
+                strategy=place.strategy,
+                created_at=now,
+            )
+            for result, place in trials
+        ]
+        if not rows:
+            return
+        with self._writing(
+            f"save trial {rows[0]['key']}" if len(rows) == 1 else f"save {len(rows)} trials"
+        ) as session:
+            # In use since its run started (retention compares trials with run start times); a
+            # run id the store does not know yet counts from now.
+            started = session.scalar(select(RunRow.started_at).where(RunRow.id == run_id))
+            for row in rows:
+                row["last_used_at"] = started or now
+            # Two workers may compute the same key (a resumed run, a retried work group): the
+            # first result wins and the second is not an error.
+            session.execute(self._insert(TrialRow).on_conflict_do_nothing(index_elements=["key"]), rows)

@@ -24,6 +24,7 @@ from monitor.store import Store, new_run_id
 from tests._services import DaemonProcess, wait_until
 from tests._workspace import write_config
 from tests.test_daemon import TOKEN, workspace
+from tests.test_daemon import _keys as run_keys
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SLOW_GRID = [
@@ -37,11 +38,6 @@ def _slow_workspace(root: Path, **executor: str) -> Path:
     document = yaml.safe_load(config.read_text())
     document["executor"].update(executor)
     return write_config(config, document)
-
-
-def _keys(store: Store, run_id: str) -> list[str]:
-    run = store.get_run(run_id)
-    return [key for cell in run.plan["cells"] for key in cell["keys"]]
 
 
 @contextlib.contextmanager
@@ -133,7 +129,7 @@ def disk_full_mid_run(tmp_path: Path, **executor: str) -> Iterator[tuple[DaemonP
         try:
             (running,) = wait_until(lambda: store.unfinished_runs(), what="the start-up run")
             wait_until(
-                lambda: len(store.find_trials(_keys(store, running.id))) >= 2, timeout=120, what="trials"
+                lambda: len(store.find_trials(run_keys(store, running.id))) >= 2, timeout=120, what="trials"
             )
             fill_up(filler)
             yield daemon, store, filler, running.id
@@ -148,7 +144,7 @@ def test_a_disk_that_fills_up_mid_run_holds_the_results_until_space_is_back(tmp_
         wait_until(lambda: "it is kept in memory" in daemon.log_text(), timeout=120, what="a refused trial")
         filler.unlink()
         wait_until(lambda: store.get_run(run_id).status == "completed", timeout=180, what="the run")
-        assert len(store.find_trials(_keys(store, run_id))) == 12, "a finished fine-tune was lost"
+        assert len(store.find_trials(run_keys(store, run_id))) == 12, "a finished fine-tune was lost"
         assert "the store takes writes again" in daemon.log_text()
         assert "Traceback" not in daemon.log_text()
 
@@ -171,7 +167,7 @@ def test_a_disk_full_for_longer_than_store_outage_fails_the_run_once_and_settles
         (newer,) = [r for r in store.list_runs() if r.status == "completed"]
         assert newer.started_at > store.get_run(run_id).started_at
         # every fine-tune that finished before the disk filled is still there
-        assert len(store.find_trials(_keys(store, newer.id))) == 12
+        assert len(store.find_trials(run_keys(store, newer.id))) == 12
 
 
 def test_readiness_needs_a_store_that_takes_writes(tmp_path):
@@ -224,12 +220,14 @@ def test_postgresql_restarted_mid_run_the_daemon_reconnects_and_the_run_complete
     store = Store.open(postgres_cluster.url)
     try:
         (running,) = wait_until(lambda: store.unfinished_runs(), what="the start-up run")
-        wait_until(lambda: len(store.find_trials(_keys(store, running.id))) >= 2, timeout=120, what="trials")
+        wait_until(
+            lambda: len(store.find_trials(run_keys(store, running.id))) >= 2, timeout=120, what="trials"
+        )
         postgres_cluster.halt()
         time.sleep(4)  # a few trials finish while the server is down
         postgres_cluster.resume()
         wait_until(lambda: store.get_run(running.id).status == "completed", timeout=180, what="the run")
-        assert len(store.find_trials(_keys(store, running.id))) == 12, "a finished fine-tune was lost"
+        assert len(store.find_trials(run_keys(store, running.id))) == 12, "a finished fine-tune was lost"
         assert daemon.get("/readyz").status_code == 200
         assert "Traceback" not in daemon.log_text()
     finally:
@@ -257,7 +255,9 @@ def test_a_worker_killed_mid_trial_fails_only_its_trial_and_the_next_run_redoes_
     store = Store.open(f"sqlite:///{tmp_path / 'state' / 'monitor.db'}")
     try:
         (running,) = wait_until(lambda: store.unfinished_runs(), what="the start-up run")
-        wait_until(lambda: len(store.find_trials(_keys(store, running.id))) >= 1, timeout=120, what="a trial")
+        wait_until(
+            lambda: len(store.find_trials(run_keys(store, running.id))) >= 1, timeout=120, what="a trial"
+        )
         assert daemon.process is not None
         victim = wait_until(lambda: _workers(daemon.process.pid), what="the worker processes")[0]
         os.kill(victim, signal.SIGKILL)
