@@ -704,6 +704,22 @@ def _service() -> list[Panel]:
         .draw_style(common.GraphDrawStyle.BARS)
         .fill_opacity(60)
         .override_by_name("poll · error", _fixed("red")),
+        _timeseries(
+            "Rows pruned by retention",
+            "What the retention settings removed from the store per interval "
+            "(`persistence_store_pruned_total`): a run's cells after `retention.cells_days`, trials "
+            "no kept run uses, runs with their P(M) after `retention.history_days`, and delivered "
+            "notifications. Nothing here while the store is younger than its windows.",
+            "short",
+            _q(
+                "sum by (what) (increase(persistence_store_pruned_total[$__rate_interval]))",
+                "{{what}}",
+            ),
+        )
+        .decimals(0)
+        .min(0)
+        .draw_style(common.GraphDrawStyle.BARS)
+        .fill_opacity(60),
     ]
 
 

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.api import create_app
 from monitor.metrics import RUN_DURATION_BUCKETS, StoreCollector
-from monitor.settings import settings_from_mapping
+from monitor.settings import MetricsSettings, settings_from_mapping
 from monitor.store import SnapshotRecord, Store, new_run_id
 from monitor.types import CellResult, ModelScore, ModelVersion
 
@@ -194,7 +194,7 @@ def test_a_store_that_does_not_answer_is_a_metric_not_a_500(tmp_path, store, mon
     registry = CollectorRegistry()
     registry.register(StoreCollector(store, settings_for(tmp_path)))
 
-    def down(self):
+    def down(self, models=None):
         raise StoreError("the database is down")
 
     monkeypatch.setattr(Store, "latest_scores", down)
@@ -233,3 +233,32 @@ def test_runs_and_models_api(tmp_path, store):
     }
     assert client.get("/api/v1/runs/not-a-run-id").status_code == 404
     assert client.get("/healthz").json()["status"] == "ok" and client.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("cell_series", "exported"),
+    [
+        ("all", {("d", "lin"): 0.9, ("d", "full"): 0.4, ("e", "lin"): 0.7, ("e", "full"): 0.5}),
+        ("worst", {("d", "full"): 0.4, ("e", "full"): 0.5}),
+        ("none", {}),
+    ],
+)
+def test_cell_series_can_be_limited_to_the_worst_cells_or_dropped(tmp_path, store, cell_series, exported):
+    settings = settings_for(tmp_path).model_copy(
+        update={"metrics": MetricsSettings(cell_series=cell_series, worst_cells=2)}
+    )
+    scores = {("d", "lin"): 0.9, ("d", "full"): 0.4, ("e", "lin"): 0.7, ("e", "full"): 0.5}
+    record_run(store, [cell("m", d, s, v) for (d, s), v in scores.items()], [score("m", 0.625)])
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(store, settings))
+    found = {
+        (sample.labels["dataset"], sample.labels["strategy"]): sample.value
+        for family in registry.collect()
+        if family.name == "persistence_cell_score"
+        for sample in family.samples
+    }
+    assert found == exported
+    # The aggregates stay whatever the cell series.
+    assert registry.get_sample_value("persistence_score", {"model": "m"}) == 0.625
+    assert registry.get_sample_value("persistence_dataset_score", {"model": "m", "task": "t", "dataset": "e"})
+    assert registry.get_sample_value("persistence_store_pruned_total", {"what": "cells"}) == 0.0

@@ -138,7 +138,7 @@ def create_app(
     @app.get("/api/v1/models", response_model=list[ModelOut], tags=["models"])
     def list_models() -> list[ModelOut]:
         """Every configured model with its latest P(M), coverage and version."""
-        latest = store.latest_scores()
+        latest = store.latest_scores(m.name for m in settings.models)
         out = []
         for model in settings.models:
             run, score = latest.get(model.name, (None, None))

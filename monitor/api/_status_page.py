@@ -105,7 +105,7 @@ def render_status_page(
 ) -> str:
     """The page; `health` None renders the offline report (with `images`: PNG plots per model)."""
     strategies = [s.name for s in settings.strategies]
-    latest = store.latest_scores()
+    latest = store.latest_scores(m.name for m in settings.models)
     meta = f"<meta http-equiv='refresh' content='{refresh}'>" if refresh else ""
     if health is None:
         from datetime import UTC, datetime
@@ -139,7 +139,9 @@ def render_status_page(
     for model in settings.models:
         run, score = latest.get(model.name, (None, None))
         history = [
-            s.persistence for _, s in store.score_history(model.name, limit=100) if s.persistence is not None
+            p.persistence
+            for p in store.persistence_history(model.name, limit=100)
+            if p.persistence is not None
         ]
         parts.append('<div class="card">')
         if score is None:
@@ -169,7 +171,7 @@ def render_status_page(
         "<h2>Recent runs</h2><table><tr><th class='l'>run</th><th class='l'>trigger</th>"
         "<th class='l'>status</th><th class='l'>started</th><th>seconds</th></tr>"
     )
-    for run in store.list_runs(limit=10):
+    for run in store.list_runs(limit=10, with_models=False):
         status_class = "bad" if run.status in ("failed", "partial") else ""
         parts.append(
             f"<tr><td class='l'><a href='/api/v1/runs/{escape(run.id)}'>{escape(run.id[:12])}</a></td>"

@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="report.html (PNG plots are written beside it), or a .png",
     )
 
+    prune = commands.add_parser("prune", help="apply the retention settings now (what serve does hourly)")
+    config_options(prune, demo=True)
+    prune.add_argument("--dry-run", action="store_true", help="show what would be pruned, remove nothing")
+
     check = commands.add_parser(
         "check-config", help="validate a config, resolve every model and source, show the grid"
     )
@@ -131,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  persistence-monitor check-config --config {config}"
             )
             return EXIT_OK
+        if args.command == "prune":
+            return _prune(args, out, err)
         if args.command == "check-config":
             from ._check import check_config
 
@@ -145,6 +151,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print("interrupted: finished fine-tunes are stored; the next run resumes from them")
         return 130
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _prune(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from ..pipeline import prune_store, retention_policy
+
+    settings = _settings(args, err)
+    store = Store.open(settings.resolved_database_url)
+    try:
+        now = datetime.now(UTC)
+        policy = retention_policy(settings, now=now)
+        with err.status("counting what retention would prune" if args.dry_run else "pruning"):
+            report = prune_store(settings, store, now=now, dry_run=args.dry_run)
+    finally:
+        store.close()
+    retention = settings.retention
+    history = (
+        "forever" if policy.history_before is None else f"before {policy.history_before:%Y-%m-%d %H:%M} UTC"
+    )
+    table = Table(title="would be pruned (dry run: nothing removed)" if args.dry_run else "pruned")
+    table.add_column("what", justify="left")
+    table.add_column("rows", justify="right")
+    table.add_column("rule", justify="left")
+    table.add_row(
+        "cells",
+        f"{report.cells:,} (of {report.cell_runs:,} runs)",
+        f"runs started before {policy.cells_before:%Y-%m-%d %H:%M} UTC ({retention.cells_days:g} days), "
+        f"but the latest {retention.keep_runs} keep theirs",
+    )
+    table.add_row("trials", f"{report.trials:,}", "no run that keeps its cells, nor a running run, uses them")
+    table.add_row(
+        "runs",
+        f"{report.runs:,}",
+        f"with their P(M): runs started {history}" if policy.history_before else "kept forever",
+    )
+    table.add_row(
+        "notifications",
+        f"{report.notifications:,}",
+        f"delivered or dropped before {policy.notifications_before:%Y-%m-%d %H:%M} UTC",
+    )
+    out.print(table)
+    if not retention.enabled and not args.dry_run:
+        err.print(
+            "note: retention.enabled is false, so serve does not prune by itself; this prune ran on demand"
+        )
+    return EXIT_OK
 
 
 def _error(exc: BaseException) -> None:

@@ -45,7 +45,7 @@ def _plot(store: Store, settings: Settings, model: str) -> bytes:
     import numpy as np
 
     history = [
-        (run, score) for run, score in store.score_history(model, limit=200) if score.persistence is not None
+        point for point in store.persistence_history(model, limit=200) if point.persistence is not None
     ]
     cells = store.latest_cells(model)
     states = {s.rule: s for s in store.alert_states(model=model)}
@@ -55,10 +55,10 @@ def _plot(store: Store, settings: Settings, model: str) -> bytes:
     figure, (trend, grid) = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1.2, 1]})
     figure.suptitle(f"{model}", fontsize=12, x=0.01, ha="left")
     if history:
-        times = [run.finished_at or run.started_at for run, _ in history]
-        values = np.array([score.persistence for _, score in history], dtype=float)
-        errors = np.array([score.stderr or 0.0 for _, score in history], dtype=float)
-        seed_errors = np.array([score.stderr_seeds or 0.0 for _, score in history], dtype=float)
+        times = [point.finished_at or point.started_at for point in history]
+        values = np.array([point.persistence for point in history], dtype=float)
+        errors = np.array([point.stderr or 0.0 for point in history], dtype=float)
+        seed_errors = np.array([point.stderr_seeds or 0.0 for point in history], dtype=float)
         trend.plot(times, values, marker="o", markersize=3, color="#2456c9", label="P(M)")
         trend.fill_between(
             times, values - errors, values + errors, color="#2456c9", alpha=0.15, label="± stderr"

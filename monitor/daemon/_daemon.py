@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.events import (
@@ -36,7 +36,7 @@ from ..engine import LocalExecutor
 from ..errors import Cancelled, MonitorError, StoreError, StoreGone
 from ..metrics import DaemonMetrics, ExtraGauges, StoreCollector
 from ..notifiers import AlertmanagerNotifier, Dispatcher, Notifier
-from ..pipeline import LoggingObserver, RunReport, evaluate_time_rules, run_evaluation
+from ..pipeline import LoggingObserver, RunReport, evaluate_time_rules, prune_store, run_evaluation
 from ..settings import Settings
 from ..store import Store
 from ._fingerprint import inputs_fingerprint
@@ -57,6 +57,8 @@ _EVENTS = {
 # running within this window; several late ones coalesce into one.
 _EVALUATE_MISFIRE_GRACE = 3600
 _HEARTBEAT_SECONDS = 60
+# The first retention pass waits for the start-up evaluation to get going, then runs every interval.
+_PRUNE_FIRST_DELAY = timedelta(minutes=2)
 
 
 class Daemon:
@@ -148,6 +150,14 @@ class Daemon:
                 IntervalTrigger(seconds=60, timezone=UTC),
                 id="alertmanager-refresh",
             )
+        if self.settings.retention.enabled:
+            # A pool thread of its own: batches of milliseconds each, never in a scrape's or a run's way.
+            self.scheduler.add_job(
+                self.prune,
+                IntervalTrigger(seconds=self.settings.retention.interval, timezone=UTC),
+                id="retention",
+                next_run_time=datetime.now(UTC) + _PRUNE_FIRST_DELAY,
+            )
         for func, trigger, job_id in self._extra_jobs:
             self.scheduler.add_job(func, trigger, id=job_id)
         self.scheduler.start()
@@ -218,6 +228,15 @@ class Daemon:
             log.warning(
                 "alert %s %s for %s: %s", event["alert"], event["kind"], event["model"], event["summary"]
             )
+
+    def prune(self) -> None:
+        """Apply the retention settings (the `retention` job); a store error is one log line."""
+        if self.halted is not None:
+            return
+        try:
+            prune_store(self.settings, self.store, now=datetime.now(UTC))
+        except StoreError as exc:
+            log.warning("retention pass skipped: %s", exc)
 
     def _refresh_alertmanager(self) -> None:
         firing = [

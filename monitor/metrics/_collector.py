@@ -3,7 +3,12 @@
 Nothing here is kept in process memory: every scrape asks the store, so the values survive
 restarts, never go stale in a long-lived process, and label sets disappear as soon as a model,
 task, dataset or strategy leaves the configuration (labels come only from config names: bounded
-cardinality). Counters (`*_total`) are counts over the stored history, so they only grow.
+cardinality). Counters (`*_total`) are counters the store keeps as it writes, so they only grow,
+and pruning old runs never lowers them. A scrape costs what it exports: each configured model's
+latest scores and cells, a few counter rows, one index lookup per "last" time.
+
+Series: per model about 8 + tasks + datasets + strategies, plus one `persistence_cell_score` per
+cell (`metrics.cell_series`: all, only the `metrics.worst_cells` worst, or none).
 """
 
 from __future__ import annotations
@@ -23,15 +28,15 @@ from prometheus_client.registry import Collector
 from .. import __version__
 from ..errors import MonitorError
 from ..settings import Settings
-from ..store import Store
+from ..store import RUN_SECONDS_BUCKETS, Store
 from ..types import CELL_STATUSES, RUN_STATUSES
 
 __all__ = ["RUN_DURATION_BUCKETS", "StoreCollector"]
 
 log = logging.getLogger(__name__)
 
-# A grid takes seconds (all cached) to hours (large models on a CPU).
-RUN_DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0)
+# A grid takes seconds (all cached) to hours (large models on a CPU): the store keeps these buckets.
+RUN_DURATION_BUCKETS = RUN_SECONDS_BUCKETS
 
 # Per-model gauges that other components own (the alert rules export the drop rule's baseline).
 ExtraGauges = Callable[[], Iterable[Metric]]
@@ -114,9 +119,8 @@ class StoreCollector(Collector):
             labels=["model", "task", "dataset", "strategy"],
         )
         in_use: dict[tuple[str, str], str] = {}
-        for model, (_run, score) in store.latest_scores().items():
-            if model not in models:
-                continue
+        cell_series = settings.metrics.cell_series
+        for model, (_run, score) in store.latest_scores(sorted(models)).items():
             values = {
                 "score": score.persistence,
                 "score_stderr": score.stderr,
@@ -139,13 +143,23 @@ class StoreCollector(Collector):
             for strategy, value in score.strategy_scores.items():
                 if strategy in strategies:
                     strategy_score.add_metric([model, strategy], value)
+            shown = []
             for cell in store.latest_cells(model):
                 if cell.dataset not in tasks.get(cell.task, ()) or cell.strategy not in strategies:
                     continue
                 if cell.snapshot:
                     in_use.setdefault((cell.task, cell.dataset), cell.snapshot)
                 if cell.score is not None:
-                    cell_score.add_metric([model, cell.task, cell.dataset, cell.strategy], cell.score)
+                    shown.append(cell)
+            if cell_series == "worst":
+                # Lowest first; ties in plan order, so the same cells are exported scrape after scrape.
+                shown = sorted(shown, key=lambda c: c.score if c.score is not None else 0.0)
+                shown = shown[: settings.metrics.worst_cells]
+            elif cell_series == "none":
+                shown = []
+            for cell in shown:
+                assert cell.score is not None
+                cell_score.add_metric([model, cell.task, cell.dataset, cell.strategy], cell.score)
         yield from gauges.values()
         yield from (model_info, task_score, dataset_score, strategy_score, cell_score)
         yield from self._snapshots(tasks, in_use)
@@ -217,7 +231,14 @@ class StoreCollector(Collector):
         ):
             if value is not None:
                 family.add_metric([], value)
-        yield from (runs, cells, duration, last_run, last_success)
+        pruned = CounterMetricFamily(
+            "persistence_store_pruned",
+            "rows the retention settings removed from the store, by kind (cells, trials, runs, notifications)",
+            labels=["what"],
+        )
+        for what, count in store.pruned_counts().items():
+            pruned.add_metric([what], float(count))
+        yield from (runs, cells, duration, last_run, last_success, pruned)
 
     def _alerts(self, models: set[str]) -> Iterable[Metric]:
         store, settings = self._store, self._settings

@@ -5,6 +5,7 @@ from ._document import cell_document, model_document, run_document
 from ._evaluate import ModelReport, RunReport, run_evaluation
 from ._observer import LoggingObserver, Observer
 from ._resolve import Resolution, resolve
+from ._retention import describe_prune, prune_store, retention_policy
 
 __all__ = [
     "AlertWrites",
@@ -14,10 +15,13 @@ __all__ = [
     "Resolution",
     "RunReport",
     "cell_document",
+    "describe_prune",
     "evaluate_alerts",
     "evaluate_time_rules",
     "model_document",
+    "prune_store",
     "resolve",
+    "retention_policy",
     "run_document",
     "run_evaluation",
 ]

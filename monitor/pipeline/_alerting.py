@@ -16,7 +16,7 @@ from typing import Any
 from ..alerts import HistoryPoint, advance, applies, condition, event_document
 from ..scoring import attribute_change
 from ..settings import Settings
-from ..store import Store
+from ..store import RunRecord, Store
 from ..types import AlertState, CellResult, ModelScore
 
 __all__ = ["AlertWrites", "evaluate_alerts", "evaluate_time_rules"]
@@ -33,6 +33,11 @@ class AlertWrites:
     def write(self, store: Store, session: Any = None) -> None:
         if self.states or self.deliveries:
             store.write_alerts(self.states, self.deliveries, session=session)
+
+
+def _point(found: tuple[RunRecord, ModelScore]) -> HistoryPoint:
+    run, score = found
+    return HistoryPoint(run.id, run.finished_at or run.started_at, score)
 
 
 def _deliveries(settings: Settings, event: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -61,10 +66,10 @@ def evaluate_alerts(
     longest = max((getattr(r, "window", 1) for r in rules), default=1)
     for score in scores:
         model = score.model
+        # Every read below is an index range or a key lookup: what the rules look at, never the
+        # whole history (a year of runs costs what a week does).
         history = [
-            HistoryPoint(run.id, run.finished_at or run.started_at, s)
-            for run, s in store.score_history(model, limit=longest + 1)
-            if run.id != run_id
+            _point(found) for found in store.score_history(model, limit=longest + 1) if found[0].id != run_id
         ]
         model_cells = [c for c in cells if c.model == model]
         current = (
@@ -78,31 +83,24 @@ def evaluate_alerts(
             if other is None:
                 return []
             if other not in cells_of:
-                found = store.get_run(other)
-                cells_of[other] = [c for c in found.cells if c.model == model] if found else []
+                cells_of[other] = store.run_cells(other, model=model)
             return cells_of[other]
 
+        first: list[HistoryPoint] | None = None
         for rule in rules:
             if not applies(rule, model):
                 continue
             rule_history = history
             if getattr(rule, "baseline", None) == "first":
-                rule_history = [
-                    HistoryPoint(run.id, run.finished_at or run.started_at, s)
-                    for run, s in store.score_history(model, limit=1_000_000)[:1]
-                    if run.id != run_id
-                ] or history
+                if first is None:
+                    found_first = store.first_score(model)
+                    first = [_point(found_first)] if found_first and found_first[0].id != run_id else []
+                rule_history = first or history
             pinned = None
             pinned_id = getattr(rule, "pinned_run", None)
             if getattr(rule, "baseline", None) == "pinned" and pinned_id:
-                pinned_run = store.get_run(pinned_id)
-                pinned_score = (
-                    next((m for m in pinned_run.models if m.model == model), None) if pinned_run else None
-                )
-                if pinned_run is not None and pinned_score is not None:
-                    pinned = HistoryPoint(
-                        pinned_run.id, pinned_run.finished_at or pinned_run.started_at, pinned_score
-                    )
+                found_pinned = store.run_score(pinned_id, model)
+                pinned = _point(found_pinned) if found_pinned is not None else None
             found = condition(
                 rule,
                 model,
@@ -144,7 +142,7 @@ def evaluate_time_rules(settings: Settings, store: Store, *, now: datetime) -> A
     if not stale:
         return writes
     existing = {(s.model, s.rule): s for s in store.alert_states()}
-    latest = store.latest_scores()
+    latest = store.latest_scores(m.name for m in settings.models)
     for model in settings.models:
         run = latest.get(model.name)
         history = [HistoryPoint(run[0].id, run[0].finished_at or run[0].started_at, run[1])] if run else []

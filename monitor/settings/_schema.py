@@ -33,9 +33,11 @@ __all__ = [
     "DatasetSpec",
     "ExecutorSettings",
     "LimitsSettings",
+    "MetricsSettings",
     "ModelSpec",
     "Normalize",
     "NotifierSpec",
+    "RetentionSettings",
     "ScheduleSettings",
     "ServerSettings",
     "Settings",
@@ -254,6 +256,51 @@ class LimitsSettings(_Strict):
     # decoding one costs ~120 MB in RGB per decoding thread. PIL itself only warns from 89 MP and
     # refuses from 179 MP. Every image is resized to image_size (at most 1024) anyway.
     max_image_pixels: int = Field(40_000_000, ge=1)
+
+
+class RetentionSettings(_Strict):
+    """How long the store keeps what (DESIGN.md §2 History). Pruning runs in the background.
+
+    The defaults keep what each reader needs: per-cell detail (`run_cells`, the heat map, the
+    cell drop rule's previous run, a cell's drill-down) for a quarter, enough to compare this
+    quarter's grids with last quarter's, at 0.84 KB per cell per run; P(M) per run (a few hundred
+    bytes per model) for two years, so that a trend over months and a year-over-year comparison
+    stay on the plots; and the notifications sent, the alert history, for a year of on-call review.
+    """
+
+    enabled: bool = True
+    cells_days: float = Field(90.0, gt=0)
+    # Whatever their age, the latest runs keep their cells: a daemon that evaluates rarely, or
+    # was stopped for months, still shows (and alerts on) its latest grids.
+    keep_runs: int = Field(20, ge=1)
+    # null: keep P(M) history forever. Never shorter than the cell window (history outlives detail).
+    history_days: float | None = Field(730.0, gt=0)
+    notifications_days: float = Field(365.0, gt=0)
+    # A pass every hour, in transactions of at most `batch` runs (or 10x as many trials): each one
+    # holds the write lock for milliseconds, so neither a scrape nor a run ever waits on it.
+    interval: Seconds = 3600.0
+    batch: int = Field(5, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _history_outlives_cells(self) -> RetentionSettings:
+        if self.history_days is not None and self.history_days < self.cells_days:
+            raise ValueError(
+                f"history_days ({self.history_days:g}) must be at least cells_days ({self.cells_days:g}): "
+                f"a run's P(M) is kept at least as long as its cells"
+            )
+        return self
+
+
+class MetricsSettings(_Strict):
+    """What /metrics exports per cell: `persistence_cell_score` is models x cells series.
+
+    all: every cell of every model's latest run (about 580 series per 500-cell model: fine below
+    ~10 k series); worst: only each model's `worst_cells` lowest-scoring cells; none: no cell
+    series (P(M), task, dataset and strategy scores stay). The store keeps every cell either way.
+    """
+
+    cell_series: Literal["all", "worst", "none"] = "all"
+    worst_cells: int = Field(20, ge=1)
 
 
 class TaskSpec(_Strict):
@@ -537,6 +584,8 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     limits: LimitsSettings = LimitsSettings()
+    retention: RetentionSettings = RetentionSettings()
+    metrics: MetricsSettings = MetricsSettings()
     models: list[ModelSpec] = Field(min_length=1)
     tasks: list[TaskSpec] = Field(min_length=1)
     strategies: list[StrategySpec] = Field(min_length=1)
