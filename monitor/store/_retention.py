@@ -94,7 +94,9 @@ class Retention(Sessions):
         with self._reading("find the runs retention keeps") as session:
             kept, kept_runs = self._latest(session, policy)
         cell_runs = cells = 0
-        for run_ids in self._batches(lambda: self._cell_candidates(policy, kept).limit(policy.batch)):
+        for run_ids in self._batches(
+            self._aged(policy.cells_before, kept, with_cells=True).limit(policy.batch)
+        ):
             removed = self._prune_batch(
                 "prune the cells of old runs",
                 lambda s, ids=run_ids: _rowcount(s, delete(RunCellRow).where(RunCellRow.run_id.in_(ids))),
@@ -104,7 +106,7 @@ class Retention(Sessions):
         trials = 0
         horizon, planned = self._trial_horizon(policy)
         size = policy.batch * _TRIALS_PER_RUN
-        for keys in self._batches(lambda: self._trial_candidates(horizon).limit(size), exclude=planned):
+        for keys in self._batches(self._trial_candidates(horizon).limit(size), exclude=planned):
             trials += self._prune_batch(
                 "prune unused trials",
                 lambda s, keys=keys: _rowcount(
@@ -113,8 +115,9 @@ class Retention(Sessions):
                 "trials",
             )
         runs = 0
-        if policy.history_before is not None:
-            for run_ids in self._batches(lambda: self._run_candidates(policy, kept_runs).limit(policy.batch)):
+        if (history_before := policy.history_before) is not None:
+            aged = self._aged(history_before, kept_runs, with_cells=False).limit(policy.batch)
+            for run_ids in self._batches(aged):
                 runs += self._prune_batch(
                     "prune old runs",
                     lambda s, ids=run_ids: _rowcount(s, delete(RunRow).where(RunRow.id.in_(ids))),
@@ -158,28 +161,15 @@ class Retention(Sessions):
         return kept, kept | firsts
 
     @staticmethod
-    def _cell_candidates(policy: RetentionPolicy, kept: Collection[str]) -> Select[Any]:
+    def _aged(before: datetime, kept: Collection[str], *, with_cells: bool) -> Select[Any]:
+        """Finished runs started before `before`, not kept, with (or without) cells; oldest first."""
         return (
             select(RunRow.id)
             .where(
                 RunRow.status != "running",
-                RunRow.started_at < policy.cells_before,
+                RunRow.started_at < before,
                 RunRow.id.not_in(sorted(kept)),
-                _has_cells(),
-            )
-            .order_by(RunRow.started_at, RunRow.id)
-        )
-
-    @staticmethod
-    def _run_candidates(policy: RetentionPolicy, kept: Collection[str]) -> Select[Any]:
-        assert policy.history_before is not None
-        return (
-            select(RunRow.id)
-            .where(
-                RunRow.status != "running",
-                RunRow.started_at < policy.history_before,
-                RunRow.id.not_in(sorted(kept)),
-                ~_has_cells(),
+                _has_cells() if with_cells else ~_has_cells(),
             )
             .order_by(RunRow.started_at, RunRow.id)
         )
@@ -220,15 +210,15 @@ class Retention(Sessions):
 
     # -- batches ------------------------------------------------------------------------------
 
-    def _batches(self, query: Any, *, exclude: Collection[str] = ()) -> Iterator[list[str]]:
-        """The candidates of `query()` a batch at a time, until none is left.
+    def _batches(self, query: Select[Any], *, exclude: Collection[str] = ()) -> Iterator[list[str]]:
+        """The candidates of `query` a batch at a time, until none is left.
 
         Each batch is read afresh after the previous one was deleted, so a batch is never stale by
         more than one transaction. Excluded candidates (the planned trials) are skipped for good.
         """
         skipped: set[str] = set()
         while True:
-            statement = query()
+            statement = query
             if skipped:
                 statement = statement.where(statement.selected_columns[0].not_in(sorted(skipped)))
             with self._reading("list what to prune") as session:
@@ -252,7 +242,7 @@ class Retention(Sessions):
     def _count(self, policy: RetentionPolicy, started: float) -> PruneReport:
         with self._reading("count what retention would prune") as session:
             kept, kept_runs = self._latest(session, policy)
-        cell_query = self._cell_candidates(policy, kept)
+        cell_query = self._aged(policy.cells_before, kept, with_cells=True)
         with self._reading("count what retention would prune") as session:
             leaving = list(session.scalars(cell_query))
             cells = sum(
