@@ -24,7 +24,7 @@ from ._records import OUTBOX_STATUSES, NotificationOutcome, OutboxItem, OutboxSt
 from ._schema import NotificationCountRow, OutboxRow, utcnow
 from ._sessions import Sessions
 
-__all__ = ["Outbox", "check_aware", "check_hex_id", "check_json", "check_name", "outbox_rows"]
+__all__ = ["Outbox", "check_aware", "check_hex_id", "check_json", "check_name", "ended_before", "outbox_rows"]
 
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
 _NOTIFIER_LENGTH = 128  # outbox.notifier is String(128)
@@ -94,6 +94,12 @@ def outbox_rows(
             }
         )
     return rows
+
+
+def ended_before(older_than: datetime) -> tuple[Any, ...]:
+    """Where-clauses of the delivered and dropped items created before `older_than`: what may be
+    pruned (pending items stay whatever their age)."""
+    return (OutboxRow.status.in_(("delivered", "dropped")), OutboxRow.created_at < older_than)
 
 
 def outbox_item(row: OutboxRow) -> OutboxItem:
@@ -293,9 +299,7 @@ class Outbox(Sessions):
         """
         check_aware(older_than, "older_than")
         statement = (
-            delete(OutboxRow)
-            .where(OutboxRow.status.in_(("delivered", "dropped")), OutboxRow.created_at < older_than)
-            .execution_options(synchronize_session=False)
+            delete(OutboxRow).where(*ended_before(older_than)).execution_options(synchronize_session=False)
         )
         with self._writing("prune delivered notifications") as session:
             return cast(CursorResult[Any], session.execute(statement)).rowcount

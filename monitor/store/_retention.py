@@ -29,7 +29,7 @@ from sqlalchemy import CursorResult, Select, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from ._counters import add_counts, read_counts
-from ._outbox import check_aware
+from ._outbox import check_aware, ended_before
 from ._schema import OutboxRow, RunCellRow, RunModelRow, RunPlanRow, RunRow, TrialRow
 from ._sessions import Sessions
 from ._trials import chunks
@@ -125,7 +125,7 @@ class Retention(Sessions):
                 )
         notifications = self._prune_batch(
             "prune old notifications",
-            lambda s: _rowcount(s, delete(OutboxRow).where(*_old_notifications(policy))),
+            lambda s: _rowcount(s, delete(OutboxRow).where(*ended_before(policy.notifications_before))),
             "notifications",
         )
         return PruneReport(cell_runs, cells, trials, runs, notifications, time.monotonic() - started)
@@ -271,19 +271,16 @@ class Retention(Sessions):
                 )
                 runs = sum(1 for run_id, has_cells in old if not has_cells or run_id in leaving_set)
             notifications = (
-                session.scalar(select(func.count()).select_from(OutboxRow).where(*_old_notifications(policy)))
+                session.scalar(
+                    select(func.count())
+                    .select_from(OutboxRow)
+                    .where(*ended_before(policy.notifications_before))
+                )
                 or 0
             )
         return PruneReport(
             len(leaving), int(cells), int(trials), runs, int(notifications), time.monotonic() - started, True
         )
-
-
-def _old_notifications(policy: RetentionPolicy) -> tuple[Any, ...]:
-    return (
-        OutboxRow.status.in_(("delivered", "dropped")),
-        OutboxRow.created_at < policy.notifications_before,
-    )
 
 
 def _rowcount(session: Session, statement: Any) -> int:
