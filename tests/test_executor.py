@@ -79,6 +79,7 @@ def run(executor, groups) -> dict[str, object]:
     return results
 
 
+@pytest.mark.slow
 def test_a_crashing_trial_fails_alone_and_the_worker_is_replaced(workspace):
     root, prepared = workspace
     crash = group(root, prepared, "python:trouble:crash", [LINEAR, FULL, PARTIAL], seeds=(0, 1))
@@ -95,6 +96,7 @@ def test_a_crashing_trial_fails_alone_and_the_worker_is_replaced(workspace):
             assert 0.0 <= result.score <= 1.0
 
 
+@pytest.mark.slow
 def test_a_hanging_trial_times_out_and_the_group_goes_on(workspace):
     root, prepared = workspace
     hang = group(root, prepared, "python:trouble:hang", [LINEAR, FULL, PARTIAL])
@@ -106,6 +108,7 @@ def test_a_hanging_trial_times_out_and_the_group_goes_on(workspace):
     assert results["part-0-python:trouble:hang"].status == "ok"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_finetunes", ["never", "always"])
 def test_each_strategy_trains_on_what_its_fields_allow(workspace, batch_finetunes):
     """Cached activations only where the frozen prefix computes the same thing every step
@@ -125,7 +128,10 @@ def test_each_strategy_trains_on_what_its_fields_allow(workspace, batch_finetune
     )
     inputs = {key.split("-python")[0]: r.details.get("inputs") for key, r in results.items()}
     assert all(r.status == "ok" for r in results.values()), results
-    assert inputs["lin-0"] is None and results["lin-0-python:tiny_exec:build"].details["heads_batched"] == 2
+    assert (
+        inputs["lin-0"] == "features"
+        and results["lin-0-python:tiny_exec:build"].details["models_batched"] == 2
+    )
     assert inputs["lin-aug-0"] == inputs["lin-aug-1"] == "images"
     assert inputs["part-0"] == "activations"
     assert inputs["part-bn-0"] == inputs["part-aug-0"] == inputs["full-aug-0"] == "images"
@@ -134,6 +140,7 @@ def test_each_strategy_trains_on_what_its_fields_allow(workspace, batch_finetune
         assert "models_batched" not in results["lin-aug-0-python:tiny_exec:build"].details
 
 
+@pytest.mark.slow
 def test_a_group_that_cannot_load_fails_all_its_trials_with_the_reason(workspace):
     root, prepared = workspace
     broken = group(root, prepared, "python:no_such_module:build", [LINEAR, PARTIAL])
@@ -146,6 +153,7 @@ def test_a_group_that_cannot_load_fails_all_its_trials_with_the_reason(workspace
         assert all("cannot import no_such_module" in r.error for r in results.values())
 
 
+@pytest.mark.slow
 def test_inline_and_worker_processes_compute_the_same(workspace):
     root, prepared = workspace
     work = group(root, prepared, "python:tiny_exec:build", [LINEAR, PARTIAL, FULL], seeds=(0, 1))
@@ -157,6 +165,7 @@ def test_inline_and_worker_processes_compute_the_same(workspace):
     }
 
 
+@pytest.mark.slow
 def test_a_worker_that_died_while_idle_is_replaced_before_the_next_group(workspace):
     import os
     import signal
@@ -200,17 +209,18 @@ def test_a_lone_busy_cpu_worker_gets_every_core():
 
 
 def test_auto_cpu_workers_is_two_where_there_are_two_cores(monkeypatch):
-    from monitor.engine import _executor
+    from monitor.engine import _options
 
     settings = SimpleNamespace(batch_finetunes="auto", compile=False, precision="auto", cpu_workers="auto")
-    monkeypatch.setattr(_executor, "cpu_count", lambda: 1)
+    monkeypatch.setattr(_options, "cpu_count", lambda: 1)
     assert EngineOptions.from_settings(settings).cpu_workers == 1
-    monkeypatch.setattr(_executor, "cpu_count", lambda: 16)
+    monkeypatch.setattr(_options, "cpu_count", lambda: 16)
     assert EngineOptions.from_settings(settings).cpu_workers == 2
     settings.cpu_workers = 5
     assert EngineOptions.from_settings(settings).cpu_workers == 5
 
 
+@pytest.mark.slow
 def test_two_cpu_workers_run_groups_side_by_side_and_survive_a_crash(workspace):
     root, prepared = workspace
     crash = group(root, prepared, "python:trouble:crash", [LINEAR, FULL])

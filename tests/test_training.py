@@ -117,8 +117,8 @@ def test_batched_heads_equal_separate_heads(features, optimizer):
     ]
     results = train_linear_heads(x, y, tx, ty, 4, trials, "balanced_accuracy")
     assert [r.key for r in results] == [t.key for t in trials]
-    assert results[0].details["heads_batched"] == 3  # "c" has another schedule: its own stack
-    assert results[4].details["heads_batched"] == 2  # two learning rates of one cosine schedule
+    assert results[0].details["models_batched"] == 3  # "c" has another schedule: its own stack
+    assert results[4].details["models_batched"] == 2  # two learning rates of one cosine schedule
     for t, r in zip(trials, results, strict=True):
         assert r.status == "ok"
         assert r.score == pytest.approx(

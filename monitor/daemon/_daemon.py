@@ -32,7 +32,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
-from ..engine import LocalExecutor
+from ..engine import Executor
 from ..errors import Cancelled, MonitorError, StoreError, StoreGone
 from ..metrics import DaemonMetrics, ExtraGauges, StoreCollector
 from ..notifiers import AlertmanagerNotifier, Dispatcher, Notifier
@@ -68,7 +68,7 @@ class Daemon:
         self,
         settings: Settings,
         store: Store,
-        executor: LocalExecutor,
+        executor: Executor,
         *,
         registry: CollectorRegistry,
         notifiers: dict[str, Notifier] | None = None,

@@ -1,12 +1,13 @@
 """Plan the grid and execute it. Torch-free: the training code lives in `monitor.engine.training`,
 which only worker processes import."""
 
-from ._executor import EngineOptions, Executor, InlineExecutor, LocalExecutor, ResultCallback
-from ._keys import PROTOCOL_VERSION, config_digest, trial_key
+from ._executor import Executor, InlineExecutor, LocalExecutor, ResultCallback
+from ._keys import TRAINING_PROTOCOL_VERSION, config_digest, trial_key
+from ._options import EngineOptions
 from ._plan import CellRef, PlannedCell, TrialSpec, WorkGroup, plan_grid, work_groups
 
 __all__ = [
-    "PROTOCOL_VERSION",
+    "TRAINING_PROTOCOL_VERSION",
     "CellRef",
     "EngineOptions",
     "Executor",

@@ -5,14 +5,7 @@ the parent shares the cores among the busy ones through a per-worker thread coun
 worker reads before every trial (a lone busy worker gets every core).
 
 This module does not import torch: the worker processes do (`monitor.engine.training`). The
-parent talks to each worker over a pipe:
-
-    parent -> worker   ("group", WorkGroup) | ("stop",)
-    worker -> parent   ("hello", devices)            once, after torch is imported (or ("fatal", why))
-                       ("started", (key, ...))       these trials are now running
-                       ("result", TrialResult)       one per trial
-                       ("error", message)            the group cannot run (e.g. bad weights)
-                       ("done",)                     the group is finished
+parent and each worker talk over a pipe in the messages of `monitor.engine._messages`.
 
 Guarantee: every trial of every group handed to `run` gets exactly one result, `failed` with a
 reason when its worker crashed, hung past `cell_timeout`, or the group could not run. A crashed or
@@ -39,9 +32,23 @@ from typing import Any, Protocol
 
 from ..errors import Cancelled, MonitorError
 from ..types import TrialResult
+from ._messages import (
+    Done,
+    Fatal,
+    GroupFailed,
+    Hello,
+    Result,
+    RunGroup,
+    Started,
+    Stop,
+    ToParent,
+    failed_result,
+    failure_text,
+)
+from ._options import EngineOptions, cpu_count, thread_shares
 from ._plan import TrialSpec, WorkGroup
 
-__all__ = ["EngineOptions", "Executor", "InlineExecutor", "LocalExecutor", "ResultCallback"]
+__all__ = ["Executor", "InlineExecutor", "LocalExecutor", "ResultCallback"]
 
 log = logging.getLogger(__name__)
 
@@ -50,52 +57,24 @@ _TRAINING = "monitor.engine.training"
 _START_TIMEOUT = 300.0  # importing torch (and CUDA init) on a cold, busy machine can be slow
 
 
-@dataclasses.dataclass(frozen=True)
-class EngineOptions:
-    """Execution choices that change results at most by rounding (so they are not in any trial key)."""
-
-    batch_finetunes: str = "auto"  # auto | always | never
-    compile: bool = False
-    precision: str = "auto"  # auto | fp32 | bf16
-    cpu_workers: int = 1  # worker processes on the CPU device (they share its cores)
-
-    @classmethod
-    def from_settings(cls, executor: Any) -> EngineOptions:
-        workers = executor.cpu_workers
-        if workers == "auto":
-            workers = min(2, cpu_count())
-        return cls(
-            batch_finetunes=executor.batch_finetunes,
-            compile=executor.compile,
-            precision=executor.precision,
-            cpu_workers=workers,
-        )
-
-
-def cpu_count() -> int:
-    """The cores this process may run on (its affinity mask, which containers narrow)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def thread_shares(cores: int, busy: int) -> list[int]:
-    """Split `cores` among `busy` workers as evenly as possible (at least one thread each)."""
-    busy = max(busy, 1)
-    return [max(1, cores // busy + (1 if i < cores % busy else 0)) for i in range(busy)]
-
-
 class Executor(Protocol):
+    """What the pipeline and the daemon need from an executor (local processes, inline, a cluster).
+
+    `run` calls `on_result` exactly once for every trial of every group (see the guarantee
+    above), from the calling thread, and raises `Cancelled` after `cancel()`. `start(wait=False)`
+    may begin slow set-up (importing torch, connecting) in the background; `run` waits for it.
+    `cancel` and `abandon` are called from another thread (a signal handler).
+    """
+
+    def start(self, *, wait: bool = True) -> list[str]: ...
+
     def run(self, groups: Sequence[WorkGroup], on_result: ResultCallback) -> None: ...
 
-    def close(self) -> None: ...
+    def cancel(self) -> None: ...
 
+    def abandon(self) -> None: ...
 
-def _failed(trial: TrialSpec, message: str) -> TrialResult:
-    return TrialResult(
-        key=trial.key, seed=trial.seed, status="failed", score=None, seconds=0.0, error=message
-    )
+    def close(self, timeout: float = 10.0) -> None: ...
 
 
 class InlineExecutor:
@@ -105,32 +84,45 @@ class InlineExecutor:
         self._device_setting = device
         self._device: str | None = None
         self._options = options or EngineOptions()
+        self._cancelled = False
+
+    def start(self, *, wait: bool = True) -> list[str]:
+        if self._device is None and wait:
+            training: Any = importlib.import_module(_TRAINING)
+            self._device = training.resolve_devices(self._device_setting)[0]
+        return [self._device] if self._device else []
 
     def run(self, groups: Sequence[WorkGroup], on_result: ResultCallback) -> None:
         training: Any = importlib.import_module(_TRAINING)
-        if self._device is None:
-            self._device = training.resolve_devices(self._device_setting)[0]
+        self.start()
+        assert self._device is not None
         for group in groups:
+            if self._cancelled:
+                raise Cancelled("the run was cancelled (shutdown); finished fine-tunes are stored")
             by_key = {t.key: t for t in group.trials}
             done: set[str] = set()
 
-            def emit(
-                message: tuple[Any, ...], by_key: dict[str, TrialSpec] = by_key, done: set[str] = done
-            ) -> None:
-                if message[0] == "result":
-                    result: TrialResult = message[1]
-                    done.add(result.key)
-                    on_result(by_key[result.key], result)
+            def emit(message: ToParent, by_key: dict[str, TrialSpec] = by_key, done: set[str] = done) -> None:
+                if isinstance(message, Result):
+                    done.add(message.result.key)
+                    on_result(by_key[message.result.key], message.result)
 
             try:
                 training.run_group(group, self._device, emit, options=self._options)
             except Exception as exc:  # a group-level failure fails its remaining trials, never the run
-                text = str(exc) if isinstance(exc, MonitorError) else f"{type(exc).__name__}: {exc}"
+                text = failure_text(exc)
                 for trial in group.trials:
                     if trial.key not in done:
-                        on_result(trial, _failed(trial, text))
+                        on_result(trial, failed_result(trial, text))
 
-    def close(self) -> None:
+    def cancel(self) -> None:
+        """Stop before the next group (the group in progress finishes: it runs in this thread)."""
+        self._cancelled = True
+
+    def abandon(self) -> None:
+        self._cancelled = True
+
+    def close(self, timeout: float = 10.0) -> None:
         pass
 
 
@@ -217,15 +209,17 @@ class LocalExecutor:
             return []
         first, self._starting = self._starting, None
         message = self._recv(first, timeout=_START_TIMEOUT)
-        if message is None or message[0] != "hello":
+        if not isinstance(message, Hello):
             self._kill(first)
             for extra in self._early:
                 self._kill(extra)
             self._early = []
-            if message is not None and message[0] == "fatal":
-                raise MonitorError(f"cannot start a worker on device {self._device_setting!r}: {message[1]}")
+            if isinstance(message, Fatal):
+                raise MonitorError(
+                    f"cannot start a worker on device {self._device_setting!r}: {message.reason}"
+                )
             raise MonitorError("the worker process did not start; see its output above (stderr)")
-        self._devices = list(message[1])[: self._max_workers or None]
+        self._devices = list(message.devices)[: self._max_workers or None]
         first.device = self._devices[0]
         self._workers.append(first)
         for device in self._devices[1:]:
@@ -247,7 +241,7 @@ class LocalExecutor:
         self._starting, self._early = None, []
         for worker in self._workers:
             with contextlib.suppress(OSError, BrokenPipeError):
-                worker.conn.send(("stop",))
+                worker.conn.send(Stop())
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))
@@ -315,7 +309,7 @@ class LocalExecutor:
                 log.warning("worker on %s was found dead while idle; starting a new one", worker.device)
                 self._respawn(worker)
             try:
-                worker.conn.send(("group", group))
+                worker.conn.send(RunGroup(group))
                 break
             except (OSError, EOFError):
                 self._respawn(worker)
@@ -346,26 +340,26 @@ class LocalExecutor:
             except (EOFError, OSError):
                 self._on_crash(worker, on_result, queue)
                 return
-            kind = message[0]
-            if kind == "started":
-                worker.running = set(message[1])
+            if isinstance(message, Started):
+                worker.running = set(message.keys)
                 worker.deadline = time.monotonic() + self._cell_timeout
-            elif kind == "result":
-                result: TrialResult = message[1]
+            elif isinstance(message, Result):
+                result: TrialResult = message.result
                 trial = worker.remaining.pop(result.key, None)
                 worker.running.discard(result.key)
                 worker.deadline = time.monotonic() + self._cell_timeout
                 if trial is not None:
                     on_result(trial, result)
-            elif kind == "error":
+            elif isinstance(message, GroupFailed):
                 for trial in worker.remaining.values():
-                    on_result(trial, _failed(trial, message[1]))
+                    on_result(trial, failed_result(trial, message.message))
                 worker.remaining.clear()
-            elif kind == "done":
+            elif isinstance(message, Done):
                 if not self._cancelled:  # (a cancelled worker stops early on purpose)
                     for trial in worker.remaining.values():  # defensive: the worker forgot some
                         on_result(
-                            trial, _failed(trial, "the worker finished the group without a result for it")
+                            trial,
+                            failed_result(trial, "the worker finished the group without a result for it"),
                         )
                 worker.group = None
                 worker.remaining.clear()
@@ -406,7 +400,7 @@ class LocalExecutor:
                 running = list(worker.remaining.values())
                 worker.remaining.clear()
         for trial in running:
-            on_result(trial, _failed(trial, reason))
+            on_result(trial, failed_result(trial, reason))
         if worker.remaining:
             queue.appendleft(dataclasses.replace(group, trials=tuple(worker.remaining.values())))
         self._respawn(worker)
@@ -448,7 +442,7 @@ class LocalExecutor:
             worker.threads.value = share
 
     @staticmethod
-    def _recv(worker: _Worker, *, timeout: float) -> Any:
+    def _recv(worker: _Worker, *, timeout: float) -> ToParent | None:
         if worker.conn.poll(timeout):
             try:
                 return worker.conn.recv()

@@ -1,6 +1,8 @@
-"""Content keys of trials: a hash of everything that determines one fine-tune's result.
+"""Trial keys: a hash of everything that determines one fine-tune's result.
 
-A result whose key is stored is never recomputed. Names (of models, tasks, strategies) are not
+A *trial* is one cell (model, task, dataset, strategy) trained with one seed, so a cell has one
+trial key per seed; what DESIGN.md calls a "cell key" is, in the code, that set of trial keys
+(`PlannedCell.trials`, `CellResult.keys`). A result whose key is stored is never recomputed. Names (of models, tasks, strategies) are not
 part of the key — renaming a strategy in the config must not throw its results away — but every
 field that changes what is computed is.
 """
@@ -11,17 +13,17 @@ import hashlib
 import json
 from typing import Any
 
-from ..data import PROTOCOL_VERSION as DATA_PROTOCOL_VERSION
+from ..data import DECODE_VERSION
 from ..settings import ModelSpec, StrategySpec, TaskSpec
 from ..types import ModelVersion
 
-__all__ = ["PROTOCOL_VERSION", "config_digest", "trial_key"]
+__all__ = ["TRAINING_PROTOCOL_VERSION", "config_digest", "trial_key"]
 
 # Bump when the training or evaluation protocol changes meaning (schedule, init, metrics, data
 # preparation): every key changes with it and the grid is recomputed once.
 #   1: every fine-tune decayed its learning rate on a cosine to 0 (no `schedule` field)
 #   2: the strategy's `schedule` (constant by default), `warmup_epochs`, `bn` and `augment`
-PROTOCOL_VERSION = 2
+TRAINING_PROTOCOL_VERSION = 2
 
 
 def _digest(payload: Any) -> str:
@@ -76,8 +78,8 @@ def trial_key(
     """The key of one fine-tune: protocol, model version, task, snapshot content, strategy, seed."""
     return _digest(
         {
-            "protocol": PROTOCOL_VERSION,
-            "data_protocol": DATA_PROTOCOL_VERSION,  # how images are selected, decoded and resized
+            "protocol": TRAINING_PROTOCOL_VERSION,
+            "data_protocol": DECODE_VERSION,  # how images are selected, decoded and resized
             "model": model_fingerprint(model, version),
             "task": task_fingerprint(task),
             "snapshot": snapshot_digest,

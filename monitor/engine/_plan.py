@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..data import PreparedData
 from ..settings import ModelSpec, Settings, StrategySpec, TaskSpec
-from ..types import ModelVersion, SnapshotInfo
+from ..types import ModelVersion, SnapshotInfo, Unavailable
 from ._keys import trial_key
 
 __all__ = ["CellRef", "PlannedCell", "TrialSpec", "WorkGroup", "plan_grid", "work_groups"]
@@ -66,13 +66,13 @@ class WorkGroup:
 
 def plan_grid(
     settings: Settings,
-    versions: Mapping[str, ModelVersion | str],
-    snapshots: Mapping[tuple[str, str], SnapshotInfo | str],
+    versions: Mapping[str, ModelVersion | Unavailable],
+    snapshots: Mapping[tuple[str, str], SnapshotInfo | Unavailable],
 ) -> list[PlannedCell]:
     """Every (model, task, dataset, strategy) cell with its trial keys, in a stable order.
 
-    `versions` maps a model name to its version or to the reason it could not be resolved;
-    `snapshots` maps (task, dataset) to the snapshot in use or to the reason there is none.
+    `versions` maps a model name to its version or to why it could not be resolved;
+    `snapshots` maps (task, dataset) to the snapshot in use or to why there is none.
     """
     cells: list[PlannedCell] = []
     for model in settings.models:
@@ -82,10 +82,10 @@ def plan_grid(
                 snapshot = snapshots[(task.name, dataset.name)]
                 for strategy in settings.strategies:
                     ref = CellRef(model.name, task.name, dataset.name, strategy.name)
-                    if isinstance(version, str):
-                        cells.append(PlannedCell(ref, None, (), problem=version))
-                    elif isinstance(snapshot, str):
-                        cells.append(PlannedCell(ref, None, (), problem=snapshot))
+                    if isinstance(version, Unavailable):
+                        cells.append(PlannedCell(ref, None, (), problem=version.reason))
+                    elif isinstance(snapshot, Unavailable):
+                        cells.append(PlannedCell(ref, None, (), problem=snapshot.reason))
                     else:
                         trials = tuple(
                             TrialSpec(
@@ -104,7 +104,7 @@ def work_groups(
     settings: Settings,
     cells: Iterable[PlannedCell],
     todo: set[str],
-    versions: Mapping[str, ModelVersion | str],
+    versions: Mapping[str, ModelVersion | Unavailable],
     data: Mapping[tuple[str, str, str], PreparedData],
 ) -> list[WorkGroup]:
     """Group the trials whose keys are in `todo` by (model, snapshot); `data` is keyed (model, task, dataset)."""
@@ -123,7 +123,7 @@ def work_groups(
     groups = []
     for (model_name, task_name, dataset_name), trials in pending.items():
         version = versions[model_name]
-        assert not isinstance(version, str)
+        assert isinstance(version, ModelVersion)
         groups.append(
             WorkGroup(
                 model=settings.model(model_name),

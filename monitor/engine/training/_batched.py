@@ -29,7 +29,7 @@ from ._augment import augmenter
 from ._device import Runtime
 from ._finetune import Feed, set_trainable
 from ._metrics import predictions_of, score_predictions
-from ._optim import BatchedAdamW, BatchedSGD, init_head
+from ._optim import init_head, stacked_optimizer
 from ._schedule import Schedule
 from ._tensors import GroupData
 
@@ -53,89 +53,23 @@ def finetune_batched(
         # it), so a "bf16" stack would train in a mix of precisions: stacks train in fp32 there.
         runtime = dataclasses.replace(runtime, autocast_dtype=None)
     strategy = trials[0].strategy
-    heads, device = len(trials), runtime.device
     backbone.module.load_state_dict(master)
     trainable = set_trainable(backbone, strategy.mode, strategy.trainable_blocks, strategy.bn)
-    net = feed.forward
-    trainable_ids = {id(p) for p in trainable}
-    stacked = {
-        name: p.detach().unsqueeze(0).repeat(heads, *([1] * p.ndim)).requires_grad_(True)
-        for name, p in net.named_parameters()
-        if id(p) in trainable_ids
-    }
-    shared = {name: p.detach() for name, p in net.named_parameters() if id(p) not in trainable_ids}
-    # Buffers of modules that train (BatchNorm statistics) move per model; the others are shared.
-    moving = {
-        f"{prefix}.{name}" if prefix else name: b.detach().unsqueeze(0).repeat(heads, *([1] * b.ndim)).clone()
-        for prefix, module in net.named_modules()
-        if module.training
-        for name, b in module.named_buffers(recurse=False)
-        if b.dtype.is_floating_point or name == "num_batches_tracked"
-    }
-    shared.update({n: b for n, b in net.named_buffers() if n not in moving})
-
     generators = [torch.Generator().manual_seed(t.seed) for t in trials]
-    inits = [init_head(data.num_classes, backbone.feature_dim, g) for g in generators]
-    head_w = torch.stack([w for w, _ in inits]).to(device).requires_grad_(True)
-    head_b = torch.stack([b for _, b in inits]).to(device).requires_grad_(True)
-    lr = torch.tensor([t.strategy.lr for t in trials], dtype=torch.float32, device=device)
-    wd = torch.tensor([t.strategy.weight_decay for t in trials], dtype=torch.float32, device=device)
-    params = [*stacked.values(), head_w, head_b]
-    optimizer: BatchedSGD | BatchedAdamW
-    if strategy.optimizer == "sgd":
-        optimizer = BatchedSGD(params, wd, strategy.momentum)
-    else:
-        optimizer = BatchedAdamW(params, wd)
-    augments = [augmenter(strategy.augment, t.seed, data.train_x.shape[-1]) for t in trials]
-
-    def loss_of(tp: dict, hw: torch.Tensor, hb: torch.Tensor, tb: dict, x: torch.Tensor, y: torch.Tensor):
-        with runtime.autocast():
-            features = functional_call(net, {**shared, **tp, **tb}, (x,))
-            logits = features.float() @ hw.T + hb
-        return F.cross_entropy(logits, y, label_smoothing=strategy.label_smoothing)
-
-    step_fn = vmap(
-        grad_and_value(loss_of, argnums=(0, 1, 2)), in_dims=(0, 0, 0, 0, 0, 0), randomness="different"
+    stack = _Stack.of(feed.forward, trainable, generators, data.num_classes, backbone.feature_dim, runtime)
+    hooks = (
+        _float_batchnorm_inputs(stack.net, runtime.autocast_dtype)
+        if runtime.autocast_dtype is not None
+        else []
     )
-    hooks = _float_batchnorm_inputs(net, runtime.autocast_dtype) if runtime.autocast_dtype is not None else []
     try:
-        n = data.train_y.shape[0]
-        batch = min(strategy.batch_size, n)
-        schedule = Schedule.of(strategy, math.ceil(n / batch))
-        active = torch.ones(heads, dtype=torch.bool, device=device)
-        ever_bad = torch.zeros(heads, dtype=torch.bool, device=device)
-        step = 0
-        loss = torch.zeros(heads, device=device)
-        for _ in range(strategy.epochs):
-            order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
-            for begin in range(0, n, batch):
-                idx = order[:, begin : begin + batch]  # [H, B]
-                inputs = feed.train[idx.reshape(-1)]
-                if augments[0] is not None:  # each model's batch with its own draws
-                    parts = inputs.split(idx.shape[1])
-                    inputs = torch.cat([a(part) for a, part in zip(augments, parts, strict=True)])  # type: ignore[misc]
-                # .float(): activations may be cached in bf16, and under vmap autocast does not
-                # cast an unbatched bf16 input for batched fp32 weights (exact: bf16 -> fp32 -> bf16)
-                x = feed.prepare(inputs).float()
-                x = x.reshape(heads, -1, *x.shape[1:])
-                (grads, loss) = step_fn(stacked, head_w, head_b, moving, x, data.train_y[idx])
-                (g_params, g_w, g_b) = grads
-                for name, p in stacked.items():
-                    p.grad = g_params[name]
-                head_w.grad, head_b.grad = g_w, g_b
-                finite = torch.isfinite(loss)
-                ever_bad |= ~finite
-                active &= finite
-                optimizer.step(schedule.lr(lr, step), active)
-                step += 1
-        scores, predicted = _evaluate(
-            net, shared, stacked, moving, head_w, head_b, feed, data, metric, runtime
-        )
+        ever_bad, loss = _train(stack, trials, generators, feed, data, runtime)
+        scores, predicted = _evaluate(stack, feed, data, metric, runtime)
     finally:
         for hook in hooks:
             hook.remove()
         set_trainable(backbone, "frozen", None)
-    each = (time.perf_counter() - start) / heads
+    each = (time.perf_counter() - start) / len(trials)
     predictions = predictions_of(predicted, data.test_y, data.num_classes)
     diverged = ever_bad.tolist()
     losses = loss.detach().float().tolist()
@@ -147,17 +81,123 @@ def finetune_batched(
             score=scores[h],
             seconds=each,
             details={
-                "n_train": int(n),
+                "n_train": int(data.train_y.shape[0]),
                 "n_test": int(data.test_y.shape[0]),
                 "final_loss": losses[h],
                 "inputs": feed.kind,
-                "models_batched": heads,
+                "models_batched": len(trials),
                 "precision": runtime.precision,  # (fp32 stacks on CPUs)
             },
             predictions=predictions[h],
         )
         for h, t in enumerate(trials)
     ]
+
+
+@dataclasses.dataclass
+class _Stack:
+    """H models as one: H copies of what trains, one copy of what does not, H fresh heads."""
+
+    net: nn.Module
+    stacked: dict[str, torch.Tensor]  # trainable parameters, [H, ...]
+    shared: dict[str, torch.Tensor]  # frozen parameters and the buffers nothing updates
+    moving: dict[str, torch.Tensor]  # buffers of modules in train mode (BatchNorm statistics), [H, ...]
+    head_w: torch.Tensor  # [H, classes, features]
+    head_b: torch.Tensor  # [H, classes]
+
+    @classmethod
+    def of(
+        cls,
+        net: nn.Module,
+        trainable: list[nn.Parameter],
+        generators: list[torch.Generator],
+        num_classes: int,
+        feature_dim: int,
+        runtime: Runtime,
+    ) -> _Stack:
+        heads = len(generators)
+        trainable_ids = {id(p) for p in trainable}
+        stacked = {
+            name: p.detach().unsqueeze(0).repeat(heads, *([1] * p.ndim)).requires_grad_(True)
+            for name, p in net.named_parameters()
+            if id(p) in trainable_ids
+        }
+        shared = {name: p.detach() for name, p in net.named_parameters() if id(p) not in trainable_ids}
+        # Buffers of modules that train (BatchNorm statistics) move per model; the others are shared.
+        moving = {
+            f"{prefix}.{name}" if prefix else name: b.detach()
+            .unsqueeze(0)
+            .repeat(heads, *([1] * b.ndim))
+            .clone()
+            for prefix, module in net.named_modules()
+            if module.training
+            for name, b in module.named_buffers(recurse=False)
+            if b.dtype.is_floating_point or name == "num_batches_tracked"
+        }
+        shared.update({n: b for n, b in net.named_buffers() if n not in moving})
+        # each model's head from its own seed's generator, drawn first (as in the loop)
+        inits = [init_head(num_classes, feature_dim, g) for g in generators]
+        head_w = torch.stack([w for w, _ in inits]).to(runtime.device).requires_grad_(True)
+        head_b = torch.stack([b for _, b in inits]).to(runtime.device).requires_grad_(True)
+        return cls(net, stacked, shared, moving, head_w, head_b)
+
+
+def _train(
+    stack: _Stack,
+    trials: Sequence[TrialSpec],
+    generators: list[torch.Generator],
+    feed: Feed,
+    data: GroupData,
+    runtime: Runtime,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training loop of every model at once: (ever non-finite per model, last loss per model)."""
+    strategy = trials[0].strategy
+    heads, device, net, shared = len(trials), runtime.device, stack.net, stack.shared
+    params = [*stack.stacked.values(), stack.head_w, stack.head_b]
+    optimizer, lr = stacked_optimizer(params, trials, device)
+    augments = [augmenter(strategy.augment, t.seed, data.train_x.shape[-1]) for t in trials]
+
+    def loss_of(tp: dict, hw: torch.Tensor, hb: torch.Tensor, tb: dict, x: torch.Tensor, y: torch.Tensor):
+        with runtime.autocast():
+            features = functional_call(net, {**shared, **tp, **tb}, (x,))
+            logits = features.float() @ hw.T + hb
+        return F.cross_entropy(logits, y, label_smoothing=strategy.label_smoothing)
+
+    step_fn = vmap(
+        grad_and_value(loss_of, argnums=(0, 1, 2)), in_dims=(0, 0, 0, 0, 0, 0), randomness="different"
+    )
+    n = data.train_y.shape[0]
+    batch = min(strategy.batch_size, n)
+    schedule = Schedule.of(strategy, math.ceil(n / batch))
+    active = torch.ones(heads, dtype=torch.bool, device=device)
+    ever_bad = torch.zeros(heads, dtype=torch.bool, device=device)
+    step = 0
+    loss = torch.zeros(heads, device=device)
+    for _ in range(strategy.epochs):
+        order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
+        for begin in range(0, n, batch):
+            idx = order[:, begin : begin + batch]  # [H, B]
+            inputs = feed.train[idx.reshape(-1)]
+            if augments[0] is not None:  # each model's batch with its own draws
+                parts = inputs.split(idx.shape[1])
+                inputs = torch.cat([a(part) for a, part in zip(augments, parts, strict=True)])  # type: ignore[misc]
+            # .float(): activations may be cached in bf16, and under vmap autocast does not
+            # cast an unbatched bf16 input for batched fp32 weights (exact: bf16 -> fp32 -> bf16)
+            x = feed.prepare(inputs).float()
+            x = x.reshape(heads, -1, *x.shape[1:])
+            (grads, loss) = step_fn(
+                stack.stacked, stack.head_w, stack.head_b, stack.moving, x, data.train_y[idx]
+            )
+            (g_params, g_w, g_b) = grads
+            for name, p in stack.stacked.items():
+                p.grad = g_params[name]
+            stack.head_w.grad, stack.head_b.grad = g_w, g_b
+            finite = torch.isfinite(loss)
+            ever_bad |= ~finite
+            active &= finite
+            optimizer.step(schedule.lr(lr, step), active)
+            step += 1
+    return ever_bad, loss
 
 
 def _float_batchnorm_inputs(net: nn.Module, dtype: torch.dtype) -> list[RemovableHandle]:
@@ -183,17 +223,10 @@ def _float_batchnorm_inputs(net: nn.Module, dtype: torch.dtype) -> list[Removabl
 
 @torch.no_grad()
 def _evaluate(
-    net: nn.Module,
-    shared: dict[str, torch.Tensor],
-    stacked: dict[str, torch.Tensor],
-    moving: dict[str, torch.Tensor],
-    head_w: torch.Tensor,
-    head_b: torch.Tensor,
-    feed: Feed,
-    data: GroupData,
-    metric: str,
-    runtime: Runtime,
+    stack: _Stack, feed: Feed, data: GroupData, metric: str, runtime: Runtime
 ) -> tuple[list[float], torch.Tensor]:
+    """Every model's test score, and its predicted label of every test example ([H, N])."""
+    net, shared = stack.net, stack.shared
     net.eval()
 
     def logits_of(tp: dict, tb: dict, hw: torch.Tensor, hb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -202,10 +235,11 @@ def _evaluate(
         return features.float() @ hw.T + hb
 
     run = vmap(logits_of, in_dims=(0, 0, 0, 0, None))
+    trained = {k: v.detach() for k, v in stack.stacked.items()}
     predictions = []
     for begin in range(0, data.test_y.shape[0], runtime.eval_batch):
         x = feed.prepare(feed.test[begin : begin + runtime.eval_batch]).float()
-        logits = run({k: v.detach() for k, v in stacked.items()}, moving, head_w.detach(), head_b.detach(), x)
+        logits = run(trained, stack.moving, stack.head_w.detach(), stack.head_b.detach(), x)
         predictions.append(torch.nan_to_num(logits, nan=0.0).argmax(dim=2))
     predicted = torch.cat(predictions, dim=1)
     scores = score_predictions(metric, predicted, data.test_y, data.num_classes)

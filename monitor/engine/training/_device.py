@@ -6,25 +6,29 @@ from dataclasses import dataclass
 
 import torch
 
-from .._executor import EngineOptions
+from ...errors import DeviceError
+from .._options import EngineOptions
 
 __all__ = ["Runtime", "resolve_devices", "runtime_for"]
 
 
 def resolve_devices(setting: str) -> list[str]:
-    """`auto` -> every CUDA device (else the CPU); `cuda` -> every CUDA device; else as given."""
+    """`auto` -> every CUDA device (else the CPU); `cuda` -> every CUDA device; else as given.
+
+    Raises DeviceError when the setting names a device torch does not see.
+    """
     if setting in ("auto", "cuda"):
         if torch.cuda.is_available():
             return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
         if setting == "cuda":
-            raise RuntimeError("device: cuda was requested but torch sees no CUDA device")
+            raise DeviceError("device: cuda was requested but torch sees no CUDA device")
         return ["cpu"]
     if setting.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device: {setting} was requested but torch sees no CUDA device")
+            raise DeviceError(f"device: {setting} was requested but torch sees no CUDA device")
         index = int(setting.split(":", 1)[1])
         if index >= torch.cuda.device_count():
-            raise RuntimeError(
+            raise DeviceError(
                 f"device: {setting} was requested but torch sees {torch.cuda.device_count()} CUDA device(s) "
                 f"(cuda:0 … cuda:{torch.cuda.device_count() - 1})"
             )

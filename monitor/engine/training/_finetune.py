@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import CellError
 from ...models import Backbone, submodule
 from ...settings import StrategySpec
 from ...types import TrialResult
@@ -70,7 +71,7 @@ def finetune(
     feed = feed or image_feed(backbone, data)
     strategy = trial.strategy
     if strategy.augment != "none" and feed.kind != "images":
-        raise ValueError("augmented training needs the images, not cached activations")
+        raise CellError("augmented training needs the images, not cached activations")
     backbone.module.load_state_dict(master)  # on-device copy: also resets BatchNorm statistics
     trainable = set_trainable(backbone, strategy.mode, strategy.trainable_blocks, strategy.bn)
 

@@ -6,15 +6,14 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import nn
 
-from ...errors import MonitorError
 from ...models import Backbone, load_backbone
 from ...types import TrialResult
-from .._executor import EngineOptions
+from .._messages import Result, Started, ToParent, failed_result, failure_text
+from .._options import EngineOptions
 from .._plan import TrialSpec, WorkGroup
 from ._batched import finetune_batched
 from ._chain import Chain, Suffix, find_chain
@@ -27,7 +26,7 @@ from ._tensors import GroupData
 __all__ = ["ModelCache", "run_group"]
 
 log = logging.getLogger(__name__)
-Emit = Callable[[tuple[Any, ...]], None]
+Emit = Callable[[ToParent], None]
 
 
 class ModelCache:
@@ -76,7 +75,7 @@ def run_group(
     should_stop: Callable[[], bool] | None = None,
     threads: Callable[[], int] | None = None,
 ) -> None:
-    """Run every trial of `group`, emitting ("started", keys) and ("result", TrialResult) messages.
+    """Run every trial of `group`, emitting `Started(keys)` and `Result(TrialResult)` messages.
 
     Raises MonitorError (or anything else) only for group-level problems — the model cannot be
     loaded, the data cannot be read; a single trial's failure becomes a `failed` result.
@@ -85,83 +84,118 @@ def run_group(
     runtime = runtime_for(device, options)
     cache = cache or _DEFAULT_CACHE
     # Where and how each result was computed, kept with it (neither is part of the trial key).
-    stamp = {"device": str(runtime.device), "precision": runtime.precision}
-    emit = _stamping(emit, stamp)
+    emit = _stamping(emit, {"device": str(runtime.device), "precision": runtime.precision})
     backbone, chain = cache.get(group, runtime)
     data = GroupData.load(group.data, group.model.normalize, runtime)
-    metric = group.task.metric
-    # Linear probes train on features computed once, unless they augment: then every batch
-    # needs the backbone, and they train like a fine-tune of nothing but the head.
-    on_features = [t.strategy.mode == "linear" and t.strategy.augment == "none" for t in group.trials]
-    linear = [t for t, shared in zip(group.trials, on_features, strict=True) if shared]
-    others = [t for t, shared in zip(group.trials, on_features, strict=True) if not shared]
+    here = _Loaded(backbone, chain, data, group.task.metric, runtime, emit)
 
     def pace() -> None:
         if threads is not None and runtime.device.type == "cpu":
             use_threads(threads())
 
+    # Linear probes train on features computed once, unless they augment: then every batch
+    # needs the backbone, and they train like a fine-tune of nothing but the head.
+    on_features = [t.strategy.mode == "linear" and t.strategy.augment == "none" for t in group.trials]
+    linear = [t for t, shared in zip(group.trials, on_features, strict=True) if shared]
+    others = [t for t, shared in zip(group.trials, on_features, strict=True) if not shared]
     if linear:
         pace()
-        emit(("started", tuple(t.key for t in linear)))
-        try:
-            start = time.perf_counter()
-            train_features, test_features = _features_with_retry(backbone, data, runtime)
-            shared = time.perf_counter() - start
-            results = train_linear_heads(
-                train_features,
-                data.train_y,
-                test_features,
-                data.test_y,
-                data.num_classes,
-                linear,
-                metric,
-                shared_seconds=shared,
-            )
-        except Exception as exc:
-            results = [_failed(t, exc) for t in linear]
-        for result in results:
-            emit(("result", result))
-
+        _run_linear_probes(here, linear)
     if others:
-        master = {k: v.detach().clone() for k, v in backbone.module.state_dict().items()}
-        feeds: dict[int | None, Feed] = {}
+        _run_finetunes(here, others, cache=cache, pace=pace, should_stop=should_stop or (lambda: False))
 
-        def feed_for(trial: TrialSpec) -> Feed:
-            # partial trials of a chain-shaped model train from activations cached per depth, when
-            # the frozen prefix computes the same thing every time: in eval mode, on plain images
-            s = trial.strategy
-            cacheable = s.mode == "partial" and s.bn == "frozen" and s.augment == "none"
-            blocks = s.trainable_blocks if cacheable else None
-            if blocks not in feeds:
-                feed = activation_feed(backbone, chain, data, blocks, runtime) if chain and blocks else None
-                if feed is None:
-                    feed = image_feed(backbone, data)
-                    if runtime.compile:
-                        feed.forward = cache.compiled(backbone)
-                feeds[blocks] = feed
-            return feeds[blocks]
 
-        try:
-            for stack in _stacks(others, runtime):
-                if should_stop is not None and should_stop():
-                    return  # shutting down: the rest of the group is left for the resumed run
+@dataclasses.dataclass(frozen=True)
+class _Loaded:
+    """A work group ready to train: its model and data on the device, and where results go."""
+
+    backbone: Backbone
+    chain: Chain | None
+    data: GroupData
+    metric: str
+    runtime: Runtime
+    emit: Emit
+
+
+def _run_linear_probes(here: _Loaded, trials: list[TrialSpec]) -> None:
+    """Every probe of the group on one pass of feature extraction (its time is shared among them)."""
+    backbone, data, runtime, emit = here.backbone, here.data, here.runtime, here.emit
+    emit(Started(tuple(t.key for t in trials)))
+    try:
+        start = time.perf_counter()
+        train_features, test_features = _features_with_retry(backbone, data, runtime)
+        shared = time.perf_counter() - start
+        results = train_linear_heads(
+            train_features,
+            data.train_y,
+            test_features,
+            data.test_y,
+            data.num_classes,
+            trials,
+            here.metric,
+            shared_seconds=shared,
+        )
+    except Exception as exc:
+        results = [_failed(t, exc) for t in trials]
+    for result in results:
+        emit(Result(result))
+
+
+def _run_finetunes(
+    here: _Loaded,
+    trials: list[TrialSpec],
+    *,
+    cache: ModelCache,
+    pace: Callable[[], None],
+    should_stop: Callable[[], bool],
+) -> None:
+    """`partial`/`full` trials (and augmented probes): stacked per schedule where allowed, else looped.
+
+    Each starts from the same on-device copy of the deployed weights, which the cached model
+    gets back afterwards. Between trials `should_stop()` ends the group early (shutdown: the
+    rest is left for the resumed run).
+    """
+    backbone, chain, data, runtime, emit = here.backbone, here.chain, here.data, here.runtime, here.emit
+    metric = here.metric
+    master = {k: v.detach().clone() for k, v in backbone.module.state_dict().items()}
+    feeds: dict[int | None, Feed] = {}
+
+    def feed_for(trial: TrialSpec) -> Feed:
+        # partial trials of a chain-shaped model train from activations cached per depth, when
+        # the frozen prefix computes the same thing every time: in eval mode, on plain images
+        s = trial.strategy
+        cacheable = s.mode == "partial" and s.bn == "frozen" and s.augment == "none"
+        blocks = s.trainable_blocks if cacheable else None
+        if blocks not in feeds:
+            feed = activation_feed(backbone, chain, data, blocks, runtime) if chain and blocks else None
+            if feed is None:
+                feed = image_feed(backbone, data)
+                if runtime.compile:
+                    feed.forward = cache.compiled(backbone)
+            feeds[blocks] = feed
+        return feeds[blocks]
+
+    try:
+        for stack in _stacks(trials, runtime):
+            if should_stop():
+                return
+            pace()
+            feed = feed_for(stack[0])
+            if len(stack) > 1:
+                emit(Started(tuple(t.key for t in stack)))
+                stacked = _run_batched(backbone, master, data, stack, metric, runtime, feed)
+                if stacked is not None:
+                    for result in stacked:
+                        emit(Result(result))
+                    continue
+            for trial in stack:
+                if should_stop():
+                    return
                 pace()
-                feed = feed_for(stack[0])
-                if len(stack) > 1:
-                    emit(("started", tuple(t.key for t in stack)))
-                    stacked = _run_batched(backbone, master, data, stack, metric, runtime, feed)
-                    if stacked is not None:
-                        for result in stacked:
-                            emit(("result", result))
-                        continue
-                for trial in stack:
-                    if should_stop is not None and should_stop():
-                        return
-                    pace()
-                    emit(("started", (trial.key,)))
-                    emit(("result", _run_finetune(backbone, master, data, trial, metric, runtime, feed)))
-        finally:
-            backbone.module.load_state_dict(master)  # the cached model must stay the deployed one
+                emit(Started((trial.key,)))
+                emit(Result(_run_finetune(backbone, master, data, trial, metric, runtime, feed)))
+    finally:
+        backbone.module.load_state_dict(master)  # the cached model must stay the deployed one
 
 
 def use_threads(n: int) -> None:
@@ -176,13 +210,13 @@ def _stamping(emit: Emit, stamp: dict[str, str]) -> Emit:
     On the CPU also `threads`: the intra-op threads the trial ran with (CPU workers share cores).
     """
 
-    def stamped(message: tuple[Any, ...]) -> None:
-        if message[0] == "result" and message[1].status != "failed":
-            result: TrialResult = message[1]
+    def stamped(message: ToParent) -> None:
+        if isinstance(message, Result) and message.result.status != "failed":
+            result = message.result
             here: dict[str, float | int | str] = dict(stamp)
             if stamp["device"] == "cpu":
                 here["threads"] = torch.get_num_threads()
-            message = ("result", dataclasses.replace(result, details={**here, **result.details}))
+            message = Result(dataclasses.replace(result, details={**here, **result.details}))
         emit(message)
 
     return stamped
@@ -304,12 +338,6 @@ def _run_finetune(
 
 
 def _failed(trial: TrialSpec, exc: BaseException) -> TrialResult:
-    if isinstance(exc, MonitorError):
-        message = str(exc)
-    else:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        message = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-    log.warning("%s seed %d failed: %s", trial.cell, trial.seed, message)
-    return TrialResult(
-        key=trial.key, seed=trial.seed, status="failed", score=None, seconds=0.0, error=message
-    )
+    reason = failure_text(exc)
+    log.warning("%s seed %d failed: %s", trial.cell, trial.seed, reason)
+    return failed_result(trial, reason)

@@ -23,7 +23,7 @@ from ...types import TrialResult
 from .._plan import TrialSpec
 from ._device import Runtime
 from ._metrics import predictions_of, score_predictions
-from ._optim import BatchedAdamW, BatchedSGD, init_head, schedule_of
+from ._optim import init_head, schedule_of, stacked_optimizer
 from ._schedule import Schedule
 from ._tensors import GroupData
 
@@ -78,7 +78,8 @@ def train_linear_heads(
                         "n_train": int(train_labels.shape[0]),
                         "n_test": int(test_labels.shape[0]),
                         "final_loss": final_loss[h],
-                        "heads_batched": len(stack),
+                        "inputs": "features",  # frozen features computed once for the group
+                        "models_batched": len(stack),
                     },
                     predictions=predictions[h],
                 )
@@ -102,13 +103,7 @@ def _train_stack(
     inits = [init_head(num_classes, dim, g) for g in generators]
     weight = torch.stack([w for w, _ in inits]).to(device).requires_grad_(True)  # [H, C, D]
     bias = torch.stack([b for _, b in inits]).to(device).requires_grad_(True)  # [H, C]
-    lr = torch.tensor([t.strategy.lr for t in trials], dtype=torch.float32, device=device)
-    wd = torch.tensor([t.strategy.weight_decay for t in trials], dtype=torch.float32, device=device)
-    optimizer: BatchedSGD | BatchedAdamW
-    if strategy.optimizer == "sgd":
-        optimizer = BatchedSGD([weight, bias], wd, strategy.momentum)
-    else:
-        optimizer = BatchedAdamW([weight, bias], wd)
+    optimizer, lr = stacked_optimizer([weight, bias], trials, device)
     batch = min(strategy.batch_size, n)
     schedule = Schedule.of(strategy, math.ceil(n / batch))
     active = torch.ones(heads, dtype=torch.bool, device=device)

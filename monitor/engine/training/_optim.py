@@ -9,12 +9,13 @@ them against torch.optim on single heads. Each step takes the heads' learning ra
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
 from .._plan import TrialSpec
 
-__all__ = ["BatchedAdamW", "BatchedSGD", "init_head", "schedule_of"]
+__all__ = ["BatchedAdamW", "BatchedSGD", "init_head", "schedule_of", "stacked_optimizer"]
 
 
 def schedule_of(trial: TrialSpec) -> tuple[object, ...]:
@@ -101,3 +102,15 @@ class BatchedAdamW:
             denom = (v.sqrt() / math.sqrt(1 - beta2**self._t)).add_(self.eps)
             new = decayed - (rate / (1 - beta1**self._t)) * m / denom
             p.copy_(torch.where(keep, new, p))
+
+
+def stacked_optimizer(
+    params: list[torch.Tensor], trials: Sequence[TrialSpec], device: torch.device
+) -> tuple[BatchedSGD | BatchedAdamW, torch.Tensor]:
+    """The optimizer of a stack of `trials` (one schedule), and their base learning rates [H]."""
+    strategy = trials[0].strategy
+    lr = torch.tensor([t.strategy.lr for t in trials], dtype=torch.float32, device=device)
+    wd = torch.tensor([t.strategy.weight_decay for t in trials], dtype=torch.float32, device=device)
+    if strategy.optimizer == "sgd":
+        return BatchedSGD(params, wd, strategy.momentum), lr
+    return BatchedAdamW(params, wd), lr

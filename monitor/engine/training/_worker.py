@@ -6,9 +6,10 @@ import logging
 import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
 
-from .._executor import EngineOptions
+from ...errors import DeviceError
+from .._messages import Done, Fatal, GroupFailed, Hello, RunGroup, ToParent, failure_text
+from .._options import EngineOptions
 from ._device import resolve_devices
 from ._group import ModelCache, run_group
 
@@ -25,7 +26,7 @@ def serve(
     should_stop: Callable[[], bool] | None = None,
     threads: Callable[[], int] | None = None,
 ) -> None:
-    """Serve groups until ("stop",) or the parent goes away. See `monitor.engine._executor`.
+    """Serve `RunGroup`s until `Stop` or the parent goes away (the protocol: `engine._messages`).
 
     `threads()`: the CPU threads this worker may use now (0: torch's default), read before each
     trial; the parent shares the cores among its busy CPU workers.
@@ -36,14 +37,14 @@ def serve(
     if announce:
         try:
             devices = resolve_devices(device)
-        except RuntimeError as exc:
-            conn.send(("fatal", str(exc)))
+        except DeviceError as exc:
+            conn.send(Fatal(str(exc)))
             return
-        conn.send(("hello", devices))
+        conn.send(Hello(tuple(devices)))
         device = devices[0]
     cache = ModelCache()
 
-    def emit(message: tuple[Any, ...]) -> None:
+    def emit(message: ToParent) -> None:
         conn.send(message)
 
     while True:
@@ -51,21 +52,15 @@ def serve(
             message = conn.recv()
         except (EOFError, OSError):
             return  # the parent is gone
-        if message[0] == "stop":
-            return
-        group = message[1]
+        if not isinstance(message, RunGroup):
+            return  # Stop
+        group = message.group
         try:
             run_group(
                 group, device, emit, cache=cache, options=options, should_stop=should_stop, threads=threads
             )
         except Exception as exc:
-            text = str(exc) if _is_monitor_error(exc) else f"{type(exc).__name__}: {exc}"
+            text = failure_text(exc)
             log.warning("work group %s cannot run: %s", group.id, text)
-            conn.send(("error", text))
-        conn.send(("done",))
-
-
-def _is_monitor_error(exc: BaseException) -> bool:
-    from ...errors import MonitorError
-
-    return isinstance(exc, MonitorError)
+            conn.send(GroupFailed(text))
+        conn.send(Done())
