@@ -14,6 +14,7 @@ from typing import Any, Literal
 __all__ = [
     "CELL_STATUSES",
     "RUN_STATUSES",
+    "SEVERITIES",
     "AlertState",
     "AlertStateName",
     "CellResult",
@@ -23,9 +24,12 @@ __all__ = [
     "ModelVersion",
     "Predictions",
     "RunStatus",
+    "Severity",
     "SnapshotInfo",
     "TrialResult",
     "TrialStatus",
+    "Unavailable",
+    "severity_rank",
 ]
 
 CellStatus = Literal["ok", "cached", "diverged", "failed"]
@@ -33,6 +37,19 @@ TrialStatus = Literal["ok", "diverged", "failed"]
 RunStatus = Literal["completed", "partial", "failed"]
 CELL_STATUSES: tuple[CellStatus, ...] = ("ok", "cached", "diverged", "failed")
 RUN_STATUSES: tuple[RunStatus, ...] = ("completed", "partial", "failed")
+
+# The severity ladder of alert rules and notifiers (`severity:`, `min_severity:`), lowest first.
+Severity = Literal["info", "warning", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
+
+
+def severity_rank(severity: str) -> int:
+    """0 for info, 1 for warning, 2 for critical; anything else ranks above critical.
+
+    Failing open: an event whose severity is not recognised still reaches every notifier rather
+    than being filtered out silently.
+    """
+    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,19 @@ class SnapshotInfo:
     root: Path  # directory holding train/ + test/, or <class>/ folders
     source: str  # the dataset's configured source, for messages
     timestamp: float  # seconds since the epoch when the snapshot became complete
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Why a model version or a dataset's snapshot cannot be had this run (said as-is to the user).
+
+    Stands where the value would: its cells are planned as `failed` with this reason.
+    """
+
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 @dataclass(frozen=True)
@@ -161,6 +191,8 @@ class ModelScore:
     # `stderr` counts the seeds and the test samples; this is the seed replicates' part alone.
     stderr_seeds: float | None = None
     noise: dict[str, dict[str, DatasetNoise]] = field(default_factory=dict)  # task -> dataset -> noise
+    # The full weights digest `version` is short for ("": not known, or a factory without source).
+    digest: str = ""
 
 
 AlertStateName = Literal["ok", "pending", "firing", "resolved"]

@@ -2,13 +2,17 @@
 
 from ._conditions import Condition, HistoryPoint, applies, baseline_of, condition, difference_variance
 from ._events import event_document
+from ._judge import Decision, RuleInputs, RuleNeeds, judge
 from ._sizing import MIN_TEST_IMAGES, small_test_split
 from ._states import Transition, advance
 
 __all__ = [
     "MIN_TEST_IMAGES",
     "Condition",
+    "Decision",
     "HistoryPoint",
+    "RuleInputs",
+    "RuleNeeds",
     "Transition",
     "advance",
     "applies",
@@ -16,5 +20,6 @@ __all__ = [
     "condition",
     "difference_variance",
     "event_document",
+    "judge",
     "small_test_split",
 ]

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..settings import AlertRule
+from ..settings import AlertRule, BelowRule, CellDropRule, DropRule, IncompleteRule, StaleRule
 from ..types import CellResult, ModelScore
 
 __all__ = ["Condition", "HistoryPoint", "baseline_of", "condition", "difference_variance"]
@@ -66,7 +66,9 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _window(rule: Any, history: Sequence[HistoryPoint], pinned: HistoryPoint | None) -> list[HistoryPoint]:
+def _window(
+    rule: DropRule, history: Sequence[HistoryPoint], pinned: HistoryPoint | None
+) -> list[HistoryPoint]:
     """The runs the baseline is made of (oldest first); empty when there are none to judge by."""
     if rule.baseline == "pinned":
         return [pinned] if pinned is not None and pinned.score.persistence is not None else []
@@ -85,7 +87,7 @@ def _median_efficiency(n: int) -> float:
 
 
 def baseline_of(
-    rule: Any, history: Sequence[HistoryPoint], pinned: HistoryPoint | None
+    rule: DropRule, history: Sequence[HistoryPoint], pinned: HistoryPoint | None
 ) -> tuple[float, float | None, str] | None:
     """(baseline P(M), its standard error, the run it stands for) from history (oldest first)."""
     window = _window(rule, history, pinned)
@@ -138,7 +140,7 @@ def difference_variance(current: ModelScore, baseline: Sequence[ModelScore]) -> 
 
 
 def condition(
-    rule: Any,
+    rule: AlertRule,
     model: str,
     current: HistoryPoint | None,
     history: Sequence[HistoryPoint],
@@ -149,8 +151,7 @@ def condition(
     pinned: HistoryPoint | None = None,
 ) -> Condition:
     """Judge `rule` for `model`. `history` holds the runs before `current`, oldest first."""
-    kind = rule.kind
-    if kind == "stale":
+    if isinstance(rule, StaleRule):
         last = current.finished_at if current else (history[-1].finished_at if history else None)
         if last is None:
             return Condition(
@@ -166,7 +167,7 @@ def condition(
     if current is None:
         return Condition(None)
     score = current.score
-    if kind == "incomplete":
+    if isinstance(rule, IncompleteRule):
         return Condition(
             score.coverage < rule.min_coverage,
             value=score.coverage,
@@ -175,7 +176,7 @@ def condition(
             f"{score.cells_planned} cells scored; minimum {rule.min_coverage:.0%})",
         )
     p = score.persistence
-    if kind == "below":
+    if isinstance(rule, BelowRule):
         if p is None:
             return Condition(None)
         return Condition(
@@ -184,7 +185,7 @@ def condition(
             threshold=rule.threshold,
             summary=f"P(M) of {model} is {p:.3f}, below the threshold {rule.threshold:.3f}",
         )
-    if kind == "drop":
+    if isinstance(rule, DropRule):
         found = baseline_of(rule, history, pinned)
         if p is None or found is None:
             return Condition(None, value=p)
@@ -210,7 +211,7 @@ def condition(
             details={"drop": diff, "stderr_of_difference": se, "baseline": rule.baseline},
             baseline_run=base_run,
         )
-    if kind == "cell_drop":
+    if isinstance(rule, CellDropRule):
         before = {(c.task, c.dataset, c.strategy): c.score for c in previous_cells if c.score is not None}
         drops = sorted(
             (
@@ -237,7 +238,7 @@ def condition(
             details={"cells": hit[:20]},
             baseline_run=history[-1].run_id if history else None,
         )
-    raise ValueError(f"unknown rule kind {kind!r}")
+    raise ValueError(f"unknown rule kind {rule.kind!r}")
 
 
 def applies(rule: AlertRule, model: str) -> bool:

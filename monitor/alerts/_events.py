@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from ..settings import AlertRule
 from ..types import AlertState
 
 __all__ = ["event_document"]
@@ -15,7 +16,7 @@ __all__ = ["event_document"]
 def event_document(
     state: AlertState,
     kind: str,
-    rule: Any,
+    rule: AlertRule,
     *,
     now: datetime,
     threshold: float | None,

@@ -19,6 +19,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal
 
+from ..settings import AlertRule
 from ..types import AlertState
 from ._conditions import Condition
 
@@ -39,7 +40,7 @@ class Transition:
 
 def advance(
     previous: AlertState | None,
-    rule: Any,
+    rule: AlertRule,
     model: str,
     condition: Condition,
     *,
@@ -50,7 +51,7 @@ def advance(
     state = previous or AlertState(
         model=model, rule=rule.name, state="ok", severity=rule.severity, since=now, consecutive=0
     )
-    observed = {
+    observed: dict[str, Any] = {
         "severity": rule.severity,
         "value": condition.value,
         "baseline": condition.baseline,

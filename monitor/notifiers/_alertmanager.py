@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from ..settings._schema import AlertmanagerNotifier as AlertmanagerSettings
+from ..settings import AlertmanagerSpec
 from ._base import DeliveryError, NotifierBase
 from ._http import HttpTarget, post
 from ._render import fmt_number, json_body
@@ -43,7 +43,7 @@ class AlertmanagerNotifier(NotifierBase):
 
     def __init__(
         self,
-        spec: AlertmanagerSettings,
+        spec: AlertmanagerSpec,
         client: httpx.Client,
         *,
         ttl: float = DEFAULT_TTL,

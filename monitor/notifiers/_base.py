@@ -9,45 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import MonitorError
+from ..errors import DeliveryError
+from ..types import SEVERITIES, severity_rank
 
 __all__ = ["SEVERITIES", "DeliveryError", "Notifier", "NotifierBase", "severity_rank"]
-
-SEVERITIES = ("info", "warning", "critical")
-_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
-
-
-def severity_rank(severity: str) -> int:
-    """0 for info, 1 for warning, 2 for critical; an unknown severity ranks highest.
-
-    Failing open: an event whose severity we do not recognise still reaches every notifier
-    rather than being filtered out silently.
-    """
-    return _RANK.get(severity, len(SEVERITIES))
-
-
-class DeliveryError(MonitorError):
-    """One attempt to deliver a notification failed.
-
-    `retryable` says whether the same request may succeed later (timeouts, connection errors,
-    408, 429, 5xx); `retry_after` is the receiver's own wish in seconds (`Retry-After`), if any;
-    `status` is the HTTP status when there was a response. The message is safe to log and to
-    store: it names the destination by a redacted URL and never contains a secret.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retryable: bool,
-        retry_after: float | None = None,
-        status: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.status = status
 
 
 @runtime_checkable

@@ -4,22 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from ..settings import NotifierSpec
-from ..settings._schema import (
-    AlertmanagerNotifier as AlertmanagerSettings,
-)
-from ..settings._schema import (
-    LogNotifier as LogSettings,
-)
-from ..settings._schema import (
-    PagerDutyNotifier as PagerDutySettings,
-)
-from ..settings._schema import (
-    SlackNotifier as SlackSettings,
-)
-from ..settings._schema import (
-    WebhookNotifier as WebhookSettings,
-)
+from ..settings import AlertmanagerSpec, LogSpec, NotifierSpec, PagerDutySpec, SlackSpec, WebhookSpec
 from ._alertmanager import AlertmanagerNotifier
 from ._base import Notifier
 from ._log import LogNotifier
@@ -40,14 +25,14 @@ def build_notifiers(specs: list[NotifierSpec], client: httpx.Client) -> dict[str
 
 
 def _build(spec: NotifierSpec, client: httpx.Client) -> Notifier:
-    if isinstance(spec, WebhookSettings):
+    if isinstance(spec, WebhookSpec):
         return WebhookNotifier(spec, client)
-    if isinstance(spec, SlackSettings):
+    if isinstance(spec, SlackSpec):
         return SlackNotifier(spec, client)
-    if isinstance(spec, PagerDutySettings):
+    if isinstance(spec, PagerDutySpec):
         return PagerDutyNotifier(spec, client)
-    if isinstance(spec, AlertmanagerSettings):
+    if isinstance(spec, AlertmanagerSpec):
         return AlertmanagerNotifier(spec, client)
-    if isinstance(spec, LogSettings):
+    if isinstance(spec, LogSpec):
         return LogNotifier(spec)
     raise TypeError(f"unknown notifier settings {type(spec).__name__}")  # the schema prevents this

@@ -112,7 +112,8 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(moment: datetime) -> datetime:
+def _as_utc(moment: datetime) -> datetime:
+    """`moment`, read as UTC when it is naive."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
@@ -181,13 +182,13 @@ class Dispatcher:
         Items of notifiers that are no longer configured are dropped (and count as processed).
         `run` and `drain` do the same with each notifier's pass in its own thread.
         """
-        at = _aware(now) if now is not None else self._clock()
+        at = _as_utc(now) if now is not None else self._clock()
         if not self._seeded:
             self._seed(at)
         due = self._store.next_attempt_times()
         processed = self._drop_unconfigured(due)
         for name, lane in self._lanes.items():
-            if name in due and _aware(due[name]) <= at:
+            if name in due and _as_utc(due[name]) <= at:
                 processed += lane.deliver_due(now)
         return processed
 
@@ -204,7 +205,7 @@ class Dispatcher:
         self._drop_unconfigured(due)
         later = _MAX_SLEEP
         for name, when in due.items():
-            seconds = (_aware(when) - now).total_seconds()
+            seconds = (_as_utc(when) - now).total_seconds()
             if seconds <= 0:
                 self._lanes[name].wake()  # a busy lane takes it after the pass it is in
             else:
@@ -234,10 +235,10 @@ class Dispatcher:
         """After a restart: which items wait for a retry (their alerts' later events wait too)."""
         self._seeded = True
         for item in self._store.outbox_items(status="pending", limit=_SEED_LIMIT):
-            retry_at = _aware(item.next_attempt_at)
+            retry_at = _as_utc(item.next_attempt_at)
             lane = self._lanes.get(item.notifier)
             if lane is not None and item.attempts > 0 and retry_at > now:
-                lane.waiting[item.id] = _Waiting(_stream(item), _aware(item.created_at), retry_at)
+                lane.waiting[item.id] = _Waiting(_stream(item), _as_utc(item.created_at), retry_at)
 
     # -- loops ----------------------------------------------------------------------------------
 
@@ -388,14 +389,14 @@ class _Lane:
         items = self._store.claim_due(
             limit=self._dispatcher.batch_size,
             lease_seconds=self._dispatcher.lease_seconds,
-            now=_aware(now) if now is not None else clock(),
+            now=_as_utc(now) if now is not None else clock(),
             notifier=self.name,
         )
         # (when, why): after the receiver failed in a way that is not about one request
         # (unreachable, timing out, rate-limiting), its other items in this pass are not tried.
         unreachable: tuple[datetime, str] | None = None
         for item in items:
-            unreachable = self.deliver(item, _aware(now) if now is not None else clock(), unreachable)
+            unreachable = self.deliver(item, _as_utc(now) if now is not None else clock(), unreachable)
         return len(items)
 
     def deliver(
@@ -404,7 +405,7 @@ class _Lane:
         """Try one item; returns `unreachable`, or (until when, why) when the receiver just was."""
         notifier = self.notifier
         attempts = item.attempts + 1
-        age = (now - _aware(item.created_at)).total_seconds()
+        age = (now - _as_utc(item.created_at)).total_seconds()
         if age > notifier.max_age:
             reason = (
                 f"not delivered within max_age ({_duration(notifier.max_age)}) after "
@@ -426,7 +427,7 @@ class _Lane:
             # Not an attempt: the attempt count stays, the item only moves to the later time.
             retry_at, reason = deferred
             self._store.mark_retry(item.id, attempts=item.attempts, next_attempt_at=retry_at, error=reason)
-            self.waiting[item.id] = _Waiting(_stream(item), _aware(item.created_at), retry_at)
+            self.waiting[item.id] = _Waiting(_stream(item), _as_utc(item.created_at), retry_at)
             return unreachable
         started = time.monotonic()
         try:
@@ -478,7 +479,7 @@ class _Lane:
             _duration(delay),
         )
         self._store.mark_retry(item.id, attempts=attempts, next_attempt_at=retry_at, error=exc.message)
-        self.waiting[item.id] = _Waiting(_stream(item), _aware(item.created_at), retry_at)
+        self.waiting[item.id] = _Waiting(_stream(item), _as_utc(item.created_at), retry_at)
         if exc.status is None or exc.status == 429:
             return retry_at, f"not tried: {notifier.name} failed just before ({exc.message})"
         return None
@@ -489,7 +490,7 @@ class _Lane:
 
     def _earlier_waiting(self, item: OutboxItemLike, now: datetime) -> tuple[datetime, str] | None:
         """When an earlier event of the same alert waits for a retry: its time, and why we wait."""
-        stream, created = _stream(item), _aware(item.created_at)
+        stream, created = _stream(item), _as_utc(item.created_at)
         for other_id, other in list(self.waiting.items()):
             if other_id == item.id or other.stream != stream:
                 continue

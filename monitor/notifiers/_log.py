@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..settings._schema import LogNotifier as LogSettings
+from ..settings import LogSpec
 from ._base import NotifierBase
 from ._render import fmt_number, headline
 
@@ -23,7 +23,7 @@ class LogNotifier(NotifierBase):
 
     kind = "log"
 
-    def __init__(self, spec: LogSettings, logger: logging.Logger | None = None) -> None:
+    def __init__(self, spec: LogSpec, logger: logging.Logger | None = None) -> None:
         super().__init__(
             name=spec.name, min_severity=spec.min_severity, max_age=spec.max_age, timeout=spec.timeout
         )

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from ..settings._schema import PagerDutyNotifier as PagerDutySettings
+from ..settings import PagerDutySpec
 from ._base import NotifierBase
 from ._http import HttpTarget, post
 from ._render import headline, json_body, top_contributors, truncate
@@ -74,7 +74,7 @@ class PagerDutyNotifier(NotifierBase):
 
     kind = "pagerduty"
 
-    def __init__(self, spec: PagerDutySettings, client: httpx.Client) -> None:
+    def __init__(self, spec: PagerDutySpec, client: httpx.Client) -> None:
         super().__init__(
             name=spec.name, min_severity=spec.min_severity, max_age=spec.max_age, timeout=spec.timeout
         )

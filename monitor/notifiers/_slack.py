@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from ..settings._schema import SlackNotifier as SlackSettings
+from ..settings import SlackSpec
 from ._base import NotifierBase
 from ._http import HttpTarget, post
 from ._render import fmt_number, headline, json_body, top_contributors, truncate
@@ -86,7 +86,7 @@ class SlackNotifier(NotifierBase):
 
     kind = "slack"
 
-    def __init__(self, spec: SlackSettings, client: httpx.Client) -> None:
+    def __init__(self, spec: SlackSpec, client: httpx.Client) -> None:
         super().__init__(
             name=spec.name, min_severity=spec.min_severity, max_age=spec.max_age, timeout=spec.timeout
         )

@@ -17,8 +17,7 @@ from typing import Any
 
 import httpx
 
-from ..settings._schema import WebhookNotifier as WebhookSettings
-from ..settings._schema import webhook_key
+from ..settings import WebhookSpec, webhook_key
 from ._base import NotifierBase
 from ._http import HttpTarget, post
 from ._render import json_body
@@ -39,7 +38,7 @@ class WebhookNotifier(NotifierBase):
 
     def __init__(
         self,
-        spec: WebhookSettings,
+        spec: WebhookSpec,
         client: httpx.Client,
         *,
         clock: Callable[[], float] = time.time,

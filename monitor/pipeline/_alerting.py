@@ -8,20 +8,18 @@ alerts, nor an alert without its result. Delivery happens afterwards (`monitor.n
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..alerts import HistoryPoint, advance, applies, condition, event_document
+from ..alerts import Decision, HistoryPoint, RuleInputs, RuleNeeds, event_document, judge
 from ..scoring import attribute_change
-from ..settings import Settings
+from ..settings import AlertRule, Settings
 from ..store import RunRecord, Store
-from ..types import AlertState, CellResult, ModelScore
+from ..types import AlertState, CellResult, ModelScore, severity_rank
 
 __all__ = ["AlertWrites", "evaluate_alerts", "evaluate_time_rules"]
-
-_SEVERITY = {"info": 0, "warning": 1, "critical": 2}
 
 
 @dataclass
@@ -33,19 +31,6 @@ class AlertWrites:
     def write(self, store: Store, session: Any = None) -> None:
         if self.states or self.deliveries:
             store.write_alerts(self.states, self.deliveries, session=session)
-
-
-def _point(found: tuple[RunRecord, ModelScore]) -> HistoryPoint:
-    run, score = found
-    return HistoryPoint(run.id, run.finished_at or run.started_at, score)
-
-
-def _deliveries(settings: Settings, event: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    return [
-        (uuid.uuid4().hex, notifier.name, event)
-        for notifier in settings.alerts.notifiers
-        if _SEVERITY[event["severity"]] >= _SEVERITY[notifier.min_severity]
-    ]
 
 
 def evaluate_alerts(
@@ -62,76 +47,12 @@ def evaluate_alerts(
     rules = settings.alerts.rules
     if not rules:
         return writes
-    existing = {(s.model, s.rule): s for s in store.alert_states()}
-    longest = max((getattr(r, "window", 1) for r in rules), default=1)
+    states = _states_by_model(store)
     for score in scores:
-        model = score.model
-        # Every read below is an index range or a key lookup: what the rules look at, never the
-        # whole history (a year of runs costs what a week does).
-        history = [
-            _point(found) for found in store.score_history(model, limit=longest + 1) if found[0].id != run_id
-        ]
-        model_cells = [c for c in cells if c.model == model]
-        current = (
-            HistoryPoint(run_id, now, score) if score.persistence is not None or score.cells_planned else None
-        )
-        cells_of: dict[str, list[CellResult]] = {}
-
-        def run_cells(
-            other: str | None, model: str = model, cells_of: dict[str, list[CellResult]] = cells_of
-        ) -> list[CellResult]:
-            if other is None:
-                return []
-            if other not in cells_of:
-                cells_of[other] = store.run_cells(other, model=model)
-            return cells_of[other]
-
-        first: list[HistoryPoint] | None = None
-        for rule in rules:
-            if not applies(rule, model):
-                continue
-            rule_history = history
-            if getattr(rule, "baseline", None) == "first":
-                if first is None:
-                    found_first = store.first_score(model)
-                    first = [_point(found_first)] if found_first and found_first[0].id != run_id else []
-                rule_history = first or history
-            pinned = None
-            pinned_id = getattr(rule, "pinned_run", None)
-            if getattr(rule, "baseline", None) == "pinned" and pinned_id:
-                found_pinned = store.run_score(pinned_id, model)
-                pinned = _point(found_pinned) if found_pinned is not None else None
-            found = condition(
-                rule,
-                model,
-                current,
-                rule_history,
-                now=now,
-                previous_cells=run_cells(history[-1].run_id) if rule.kind == "cell_drop" and history else [],
-                current_cells=model_cells,
-                pinned=pinned,
-            )
-            transition = advance(existing.get((model, rule.name)), rule, model, found, now=now, run_id=run_id)
-            writes.states.append(transition.state)
-            if transition.event is None:
-                continue
-            contributors = _contributors(run_cells(found.baseline_run), model_cells)
-            event = event_document(
-                transition.state,
-                transition.event,
-                rule,
-                now=now,
-                threshold=found.threshold,
-                run_id=run_id,
-                model_version=score.version,
-                contributors=contributors,
-                status_url=settings.alerts.status_url,
-                started_at=existing[(model, rule.name)].since
-                if transition.event == "resolved" and (model, rule.name) in existing
-                else None,
-            )
-            writes.events.append(event)
-            writes.deliveries.extend(_deliveries(settings, event))
+        cells_of = _CellReader(store, score.model)
+        inputs = _run_inputs(store, rules, run_id, score, cells, states.get(score.model, {}), cells_of, now)
+        for decision in judge(rules, inputs, now=now, run_id=run_id):
+            _record(writes, settings, decision, run_id, score.version, now, cells_of, inputs.current_cells)
     return writes
 
 
@@ -141,36 +62,125 @@ def evaluate_time_rules(settings: Settings, store: Store, *, now: datetime) -> A
     stale = [r for r in settings.alerts.rules if r.kind == "stale"]
     if not stale:
         return writes
-    existing = {(s.model, s.rule): s for s in store.alert_states()}
+    states = _states_by_model(store)
     latest = store.latest_scores(m.name for m in settings.models)
     for model in settings.models:
         run = latest.get(model.name)
-        history = [HistoryPoint(run[0].id, run[0].finished_at or run[0].started_at, run[1])] if run else []
-        for rule in stale:
-            if not applies(rule, model.name):
-                continue
-            found = condition(rule, model.name, None, history, now=now)
-            transition = advance(
-                existing.get((model.name, rule.name)), rule, model.name, found, now=now, run_id=None
-            )
-            previous = existing.get((model.name, rule.name))
-            if transition.event is None and previous is not None and previous.state == transition.state.state:
-                continue  # nothing new to record: no write every minute for a steady state
-            writes.states.append(transition.state)
-            if transition.event is not None:
-                event = event_document(
-                    transition.state,
-                    transition.event,
-                    rule,
-                    now=now,
-                    threshold=found.threshold,
-                    run_id=None,
-                    model_version=run[1].version if run else None,
-                    status_url=settings.alerts.status_url,
-                )
-                writes.events.append(event)
-                writes.deliveries.extend(_deliveries(settings, event))
+        inputs = RuleInputs(
+            model=model.name,
+            current=None,
+            history=[_point(run)] if run else [],
+            states=states.get(model.name, {}),
+        )
+        for decision in judge(stale, inputs, now=now, run_id=None):
+            if decision.changed:  # nothing new to record: no write every minute for a steady state
+                _record(writes, settings, decision, None, run[1].version if run else None, now)
     return writes
+
+
+def _states_by_model(store: Store) -> dict[str, dict[str, AlertState]]:
+    by_model: dict[str, dict[str, AlertState]] = {}
+    for state in store.alert_states():
+        by_model.setdefault(state.model, {})[state.rule] = state
+    return by_model
+
+
+def _point(found: tuple[RunRecord, ModelScore]) -> HistoryPoint:
+    run, score = found
+    return HistoryPoint(run.id, run.finished_at or run.started_at, score)
+
+
+class _CellReader:
+    """The cells of one model in other runs, each run read once (and only if a rule needs it)."""
+
+    def __init__(self, store: Store, model: str) -> None:
+        self._store, self._model = store, model
+        self._cells: dict[str, list[CellResult]] = {}
+
+    def __call__(self, run_id: str | None) -> list[CellResult]:
+        if run_id is None:
+            return []
+        if run_id not in self._cells:
+            self._cells[run_id] = self._store.run_cells(run_id, model=self._model)
+        return self._cells[run_id]
+
+
+def _run_inputs(
+    store: Store,
+    rules: Sequence[AlertRule],
+    run_id: str,
+    score: ModelScore,
+    cells: Sequence[CellResult],
+    states: dict[str, AlertState],
+    cells_of: _CellReader,
+    now: datetime,
+) -> RuleInputs:
+    """What the model's rules look at, read by index ranges and key lookups only: a year of
+    history costs what a week does."""
+    model = score.model
+    needs = RuleNeeds.of(rules, model)
+    history = [
+        _point(found)
+        for found in store.score_history(model, limit=needs.history + 1)
+        if found[0].id != run_id
+    ]
+    first = None
+    if needs.first:
+        found = store.first_score(model)
+        first = _point(found) if found is not None and found[0].id != run_id else None
+    pinned = {}
+    for pinned_id in needs.pinned:
+        found = store.run_score(pinned_id, model)
+        if found is not None:
+            pinned[pinned_id] = _point(found)
+    scored = score.persistence is not None or score.cells_planned
+    return RuleInputs(
+        model=model,
+        current=HistoryPoint(run_id, now, score) if scored else None,
+        history=history,
+        states=states,
+        first=first,
+        pinned=pinned,
+        current_cells=[c for c in cells if c.model == model],
+        previous_cells=cells_of(history[-1].run_id) if needs.previous_cells and history else [],
+    )
+
+
+def _record(
+    writes: AlertWrites,
+    settings: Settings,
+    decision: Decision,
+    run_id: str | None,
+    model_version: str | None,
+    now: datetime,
+    cells_of: Callable[[str | None], list[CellResult]] | None = None,
+    current_cells: Sequence[CellResult] = (),
+) -> None:
+    """Add the decision's new state, and its event with one delivery per notifier that wants it."""
+    transition, previous = decision.transition, decision.previous
+    writes.states.append(transition.state)
+    if transition.event is None:
+        return
+    before = cells_of(decision.condition.baseline_run) if cells_of is not None else []
+    event = event_document(
+        transition.state,
+        transition.event,
+        decision.rule,
+        now=now,
+        threshold=decision.condition.threshold,
+        run_id=run_id,
+        model_version=model_version,
+        contributors=_contributors(before, list(current_cells)),
+        status_url=settings.alerts.status_url,
+        started_at=previous.since if transition.event == "resolved" and previous is not None else None,
+    )
+    writes.events.append(event)
+    rank = severity_rank(str(event["severity"]))
+    writes.deliveries.extend(
+        (uuid.uuid4().hex, notifier.name, event)
+        for notifier in settings.alerts.notifiers
+        if rank >= severity_rank(notifier.min_severity)
+    )
 
 
 def _contributors(before: list[CellResult], after: list[CellResult], top: int = 5) -> list[dict[str, Any]]:

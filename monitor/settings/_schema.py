@@ -20,36 +20,49 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .._checks import duplicates
+from ..types import Severity
 from ._durations import parse_duration
 
 __all__ = [
     "AlertRule",
+    "AlertmanagerSpec",
     "AlertsSettings",
+    "BelowRule",
+    "CellDropRule",
     "DatasetSpec",
+    "DropRule",
     "ExecutorSettings",
+    "IncompleteRule",
     "LimitsSettings",
+    "LogSpec",
     "MetricsSettings",
     "ModelSpec",
     "Normalize",
     "NotifierSpec",
+    "PagerDutySpec",
     "RetentionSettings",
     "ScheduleSettings",
     "ServerSettings",
     "Settings",
+    "SlackSpec",
+    "StaleRule",
     "StrategySpec",
     "TaskSpec",
+    "WebhookSpec",
+    "webhook_key",
 ]
 
 # Names become Prometheus label values and file names: keep them boring and bounded.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-Severity = Literal["info", "warning", "critical"]
 
 _ARCHITECTURE = re.compile(
     r"^(torchvision:[A-Za-z_][A-Za-z0-9_]*|torchscript|python:[A-Za-z_][\w.]*:[A-Za-z_][\w.]*)$"
@@ -58,11 +71,9 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def _require_unique(names: list[str], what: str) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise ValueError(f"duplicate {what} name {name!r}: names must be unique")
-        seen.add(name)
+    repeated = duplicates(names)
+    if repeated:
+        raise ValueError(f"duplicate {what} name {repeated[0]!r}: names must be unique")
 
 
 class _Strict(BaseModel):
@@ -489,7 +500,7 @@ class _NotifierBase(_Strict):
     max_age: Seconds = 86400.0
 
 
-class WebhookNotifier(_NotifierBase):
+class WebhookSpec(_NotifierBase):
     kind: Literal["webhook"]
     url: ReceiverUrl
     secret: SecretStr | None = None  # Standard Webhooks signing secret, "whsec_<base64>"
@@ -502,28 +513,28 @@ class WebhookNotifier(_NotifierBase):
         return value
 
 
-class SlackNotifier(_NotifierBase):
+class SlackSpec(_NotifierBase):
     kind: Literal["slack"]
     url: SecretReceiverUrl  # an incoming-webhook URL is itself a credential
 
 
-class PagerDutyNotifier(_NotifierBase):
+class PagerDutySpec(_NotifierBase):
     kind: Literal["pagerduty"]
     routing_key: SecretStr
     url: ReceiverUrl = "https://events.pagerduty.com/v2/enqueue"
 
 
-class AlertmanagerNotifier(_NotifierBase):
+class AlertmanagerSpec(_NotifierBase):
     kind: Literal["alertmanager"]
     url: ReceiverUrl
 
 
-class LogNotifier(_NotifierBase):
+class LogSpec(_NotifierBase):
     kind: Literal["log"]
 
 
 NotifierSpec = Annotated[
-    WebhookNotifier | SlackNotifier | PagerDutyNotifier | AlertmanagerNotifier | LogNotifier,
+    WebhookSpec | SlackSpec | PagerDutySpec | AlertmanagerSpec | LogSpec,
     Field(discriminator="kind"),
 ]
 
@@ -604,28 +615,11 @@ class Settings(BaseSettings):
             raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
         return value
 
-    @field_validator("models")
+    @field_validator("models", "tasks", "strategies", "seeds")
     @classmethod
-    def _unique_models(cls, value: list[ModelSpec]) -> list[ModelSpec]:
-        _require_unique([m.name for m in value], "model")
-        return value
-
-    @field_validator("tasks")
-    @classmethod
-    def _unique_tasks(cls, value: list[TaskSpec]) -> list[TaskSpec]:
-        _require_unique([t.name for t in value], "task")
-        return value
-
-    @field_validator("strategies")
-    @classmethod
-    def _unique_strategies(cls, value: list[StrategySpec]) -> list[StrategySpec]:
-        _require_unique([s.name for s in value], "strategy")
-        return value
-
-    @field_validator("seeds")
-    @classmethod
-    def _unique_seeds(cls, value: list[int]) -> list[int]:
-        _require_unique([str(s) for s in value], "seed")
+    def _unique(cls, value: list[Any], info: ValidationInfo) -> list[Any]:
+        what = {"models": "model", "tasks": "task", "strategies": "strategy", "seeds": "seed"}
+        _require_unique([str(getattr(v, "name", v)) for v in value], what[str(info.field_name)])
         return value
 
     @classmethod

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from ..types import AlertState, AlertStateName, CellResult, ModelScore
+from ..types import SEVERITIES, AlertState, AlertStateName, CellResult, ModelScore
 
 __all__ = [
     "ALERT_STATE_NAMES",
@@ -33,7 +33,6 @@ RUN_TRIGGERS: tuple[RunTrigger, ...] = ("cli", "schedule", "poll", "api", "resum
 RunState = Literal["running", "completed", "partial", "failed"]  # "running" until finish_run
 SnapshotStatus = Literal["ok", "rejected"]
 ALERT_STATE_NAMES: tuple[AlertStateName, ...] = ("ok", "pending", "firing", "resolved")
-SEVERITIES = ("info", "warning", "critical")  # as in the configuration (alerts.rules[].severity)
 OutboxStatus = Literal["pending", "delivered", "dropped"]
 OUTBOX_STATUSES: tuple[OutboxStatus, ...] = ("pending", "delivered", "dropped")
 NotificationOutcome = Literal["delivered", "retried", "dropped"]
