@@ -12,9 +12,14 @@ Messages never contain secret values.
     ├── DataError                a decoded-data cache file is unusable
     ├── StoreError               the database cannot be reached or migrated
     │   └── StoreGone            its SQLite file was deleted or replaced under the process
-    ├── CellError                one fine-tune could not run (becomes a `failed` cell, never raised
-    │                            past the executor)
+    ├── DeviceError              the configured device is not there (a worker cannot start)
+    ├── CellError                one fine-tune cannot run as its strategy says (it becomes a
+    │                            `failed` cell; never raised past the executor)
+    ├── DeliveryError            one attempt to deliver a notification failed (retryable or not)
     └── Cancelled                the run was stopped on purpose (shutdown); it is resumed later
+
+Everything persistence-monitor raises on purpose is one of these (a test holds every public
+error class to it); anything else reaching a user is a bug.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ __all__ = [
     "CellError",
     "ConfigError",
     "DataError",
+    "DeliveryError",
+    "DeviceError",
     "ModelError",
     "MonitorError",
     "SnapshotRejected",
@@ -86,8 +93,36 @@ class StoreGone(StoreError):
     """The SQLite file this process opened was deleted or replaced: nothing more may be written."""
 
 
+class DeviceError(MonitorError):
+    """The configured device (`device: cuda:1`, …) is not there."""
+
+
 class CellError(MonitorError):
     """One fine-tune could not run. The executor turns it into a `failed` cell with this message."""
+
+
+class DeliveryError(MonitorError):
+    """One attempt to deliver a notification failed.
+
+    `retryable` says whether the same request may succeed later (timeouts, connection errors,
+    408, 429, 5xx); `retry_after` is the receiver's own wish in seconds (`Retry-After`), if any;
+    `status` is the HTTP status when there was a response. The message is safe to log and to
+    store: it names the destination by a redacted URL and never contains a secret.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
 
 
 class Cancelled(MonitorError):

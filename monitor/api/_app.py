@@ -7,7 +7,6 @@ evaluation and report health), so it is tested against a real daemon and a stand
 from __future__ import annotations
 
 import hmac
-import re
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Response
@@ -17,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from .. import __version__
 from ..pipeline import cell_document
 from ..settings import Settings
-from ..store import RunRecord, Store
+from ..store import RunRecord, Store, is_hex_id
 from ..types import ModelScore
 from ._schemas import (
     AlertOut,
@@ -34,8 +33,6 @@ from ._status_page import render_status_page
 from ._views import alert_documents
 
 __all__ = ["Controller", "create_app"]
-
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class Controller(Protocol):
@@ -172,7 +169,7 @@ def create_app(
     )
     def get_run(run_id: str) -> RunOut:
         """One run with its cells, in the shape of `run-once --json`."""
-        run = store.get_run(run_id) if _RUN_ID.match(run_id) else None
+        run = store.get_run(run_id) if is_hex_id(run_id) else None
         if run is None:
             raise HTTPException(status_code=404, detail=f"no run {run_id}")
         models = []

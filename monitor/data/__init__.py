@@ -12,12 +12,12 @@ by content, worded for the snapshot at hand); an unreadable cache raises DataErr
 """
 
 from ._cache import load_arrays
-from ._key import PROTOCOL_VERSION, cache_key
+from ._cache_key import DECODE_VERSION, cache_key
 from ._prepare import prepare_snapshot
 from ._prepared import DecodedArrays, PreparedData
 
 __all__ = [
-    "PROTOCOL_VERSION",
+    "DECODE_VERSION",
     "DecodedArrays",
     "PreparedData",
     "cache_key",

@@ -14,8 +14,8 @@ from ..errors import DataError, SnapshotRejected, SourceError
 from ..settings import TaskSpec
 from ..types import SnapshotInfo
 from ._cache import ChecksumMismatch, MissingChecksum, file_checksums, read_cached, write_cache
+from ._cache_key import DECODE_VERSION, cache_key
 from ._decode import DEFAULT_MAX_IMAGE_PIXELS
-from ._key import PROTOCOL_VERSION, cache_key
 from ._layout import ScannedSnapshot, scan_snapshot
 from ._prepared import DecodedArrays, PreparedData
 from ._select import Selection, protocol_order, select_and_decode
@@ -153,7 +153,7 @@ def _prepare(
             "more images per class)",
         )
     meta: dict[str, Any] = {
-        "protocol": PROTOCOL_VERSION,
+        "protocol": DECODE_VERSION,
         "key": key,
         "snapshot": snapshot.snapshot,
         "snapshot_digest": snapshot.digest,

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..engine import Executor, PlannedCell, TrialSpec, config_digest, plan_grid, work_groups
+from ..engine import Executor, PlannedCell, TrialSpec, WorkGroup, config_digest, plan_grid, work_groups
 from ..errors import Cancelled, StoreError, StoreGone
 from ..scoring import score_model
 from ..settings import Settings
 from ..store import Store
-from ..types import CellResult, CellStatus, ModelScore, RunStatus, TrialResult
+from ..types import CellResult, CellStatus, ModelScore, ModelVersion, RunStatus, SnapshotInfo, TrialResult
 from ._alerting import evaluate_alerts
 from ._observer import LoggingObserver, Observer
 from ._resolve import Resolution, resolve
@@ -188,7 +188,13 @@ def run_evaluation(
     )
     fresh: dict[str, TrialResult] = {}
     try:
-        reports = _execute(settings, store, executor, run_id, resolution, cells, keys, stored, fresh, watcher)
+        todo = {k for k in keys if k not in stored}
+        groups = work_groups(settings, cells, todo, resolution.versions, resolution.data)
+        if groups:
+            watcher.stage(f"training {len(todo)} fine-tunes in {len(groups)} work groups")
+        saver = _TrialSaver(store, run_id, resolution, settings.executor.store_outage, watcher)
+        fresh = _execute(executor, groups, saver)
+        reports = _score(settings, resolution, cells, stored, fresh)
         status = _run_status(reports)
         seconds = time.monotonic() - started
         scores = [r.score for r in reports]
@@ -245,72 +251,86 @@ def run_evaluation(
     )
 
 
-def _execute(
-    settings: Settings,
-    store: Store,
-    executor: Executor,
-    run_id: str,
-    resolution: Resolution,
-    cells: list[PlannedCell],
-    keys: list[str],
-    stored: dict[str, TrialResult],
-    fresh: dict[str, TrialResult],
-    watcher: Observer,
-) -> list[ModelReport]:
-    unsaved = _Unsaved(store, settings.executor.store_outage)
+class _TrialSaver:
+    """Stores each finished trial as it lands, so a crash loses at most the trials in flight.
 
-    def on_result(trial: TrialSpec, result: TrialResult) -> None:
-        fresh[trial.key] = result
+    While the store refuses writes, finished trials wait in memory (`_Unsaved`); `finish` saves
+    what is left or raises StoreError when the outage outlasts `executor.store_outage`.
+    """
+
+    def __init__(
+        self, store: Store, run_id: str, resolution: Resolution, budget: float, watcher: Observer
+    ) -> None:
+        self._store, self._run_id, self._resolution, self._watcher = store, run_id, resolution, watcher
+        self._unsaved = _Unsaved(store, budget)
+
+    def __call__(self, trial: TrialSpec, result: TrialResult) -> None:
         if result.status != "failed":
-            # Stored at once: a crash loses at most the trials in flight (the next run resumes).
             ref = trial.cell
-            snapshot = _snapshot_id(resolution, ref.task, ref.dataset)
-            unsaved.add(
-                lambda: store.save_trial(
+            snapshot = self._resolution.snapshots[(ref.task, ref.dataset)]
+            self._unsaved.add(
+                lambda: self._store.save_trial(
                     result,
-                    run_id=run_id,
+                    run_id=self._run_id,
                     model=ref.model,
                     task=ref.task,
                     dataset=ref.dataset,
-                    snapshot=snapshot,
+                    snapshot=snapshot.snapshot if isinstance(snapshot, SnapshotInfo) else "",
                     strategy=ref.strategy,
                 )
             )
-        if not unsaved.waiting:
+        if not self._unsaved.waiting:
             try:
-                store.touch_run(run_id)  # a heartbeat: this run is alive, not interrupted
+                self._store.touch_run(self._run_id)  # a heartbeat: this run is alive, not interrupted
             except StoreError as exc:
                 if not _outage(exc):
                     raise
-                log.debug("heartbeat of run %s not stored: %s", run_id, exc)
-        watcher.trial_done(trial, result)
+                log.debug("heartbeat of run %s not stored: %s", self._run_id, exc)
+        self._watcher.trial_done(trial, result)
 
-    todo = {k for k in keys if k not in stored}
-    groups = work_groups(settings, cells, todo, resolution.versions, resolution.data)
+    def finish(self) -> None:
+        self._unsaved.finish()
+
+
+def _execute(executor: Executor, groups: list[WorkGroup], saver: _TrialSaver) -> dict[str, TrialResult]:
+    """Run the work groups; every result (by trial key) is handed to `saver` as it lands."""
+    fresh: dict[str, TrialResult] = {}
+
+    def on_result(trial: TrialSpec, result: TrialResult) -> None:
+        fresh[trial.key] = result
+        saver(trial, result)
+
     if groups:
-        watcher.stage(f"training {len(todo)} fine-tunes in {len(groups)} work groups")
         executor.run(groups, on_result)
-    unsaved.finish()
+    saver.finish()
+    return fresh
 
+
+def _score(
+    settings: Settings,
+    resolution: Resolution,
+    cells: list[PlannedCell],
+    stored: dict[str, TrialResult],
+    fresh: dict[str, TrialResult],
+) -> list[ModelReport]:
+    """Assemble each model's cells from its trials (stored or fresh) and score the model."""
+    metrics = {task.name: task.metric for task in settings.tasks}
     reports = []
     for model in settings.models:
         model_cells = [c for c in cells if c.cell.model == model.name]
         results = [_assemble(c, stored, fresh) for c in model_cells]
         version = resolution.versions[model.name]
+        known = version if isinstance(version, ModelVersion) else None
         score = score_model(
             model.name,
-            "unknown" if isinstance(version, str) else version.version,
+            known.version if known else "unknown",
             results,
             [(c.cell.task, c.cell.dataset, c.cell.strategy) for c in model_cells],
-            {task.name: task.metric for task in settings.tasks},
+            metrics,
+            digest=known.digest if known else "",
         )
         reports.append(ModelReport(score, results))
     return reports
-
-
-def _snapshot_id(resolution: Resolution, task: str, dataset: str) -> str:
-    info = resolution.snapshots[(task, dataset)]
-    return "" if isinstance(info, str) else info.snapshot
 
 
 def _assemble(

@@ -17,7 +17,7 @@ from ..errors import DataError, MonitorError, SnapshotRejected, SourceError
 from ..settings import DatasetSpec, Settings, TaskSpec, redact_url
 from ..sources import SnapshotLimits, list_snapshots, materialize, model_version, release_snapshot
 from ..store import SnapshotRecord, Store
-from ..types import ModelVersion, SnapshotInfo
+from ..types import ModelVersion, SnapshotInfo, Unavailable
 from ._observer import Observer
 
 __all__ = ["Resolution", "resolve"]
@@ -25,8 +25,10 @@ __all__ = ["Resolution", "resolve"]
 
 @dataclass
 class Resolution:
-    versions: dict[str, ModelVersion | str] = field(default_factory=dict)  # model -> version | problem
-    snapshots: dict[tuple[str, str], SnapshotInfo | str] = field(default_factory=dict)  # (task, dataset)
+    versions: dict[str, ModelVersion | Unavailable] = field(default_factory=dict)  # by model
+    snapshots: dict[tuple[str, str], SnapshotInfo | Unavailable] = field(
+        default_factory=dict
+    )  # (task, dataset)
     data: dict[tuple[str, str, str], PreparedData] = field(default_factory=dict)  # (model, task, dataset)
 
 
@@ -37,7 +39,7 @@ def resolve(settings: Settings, store: Store, observer: Observer) -> Resolution:
             version = model_version(model, state_dir=settings.state_dir, config_dir=settings.config_dir)
         except SourceError as exc:
             observer.warn(f"model {model.name}: {exc}")
-            resolution.versions[model.name] = str(exc)
+            resolution.versions[model.name] = Unavailable(str(exc))
             continue
         store.record_model_version(version)
         resolution.versions[model.name] = version
@@ -45,10 +47,13 @@ def resolve(settings: Settings, store: Store, observer: Observer) -> Resolution:
     for task in settings.tasks:
         for dataset in task.datasets:
             found = _choose_snapshot(settings, task, dataset, sizes, store, observer)
-            resolution.snapshots[(task.name, dataset.name)] = found if isinstance(found, str) else found[0]
-            if not isinstance(found, str):
-                for model in settings.models:
-                    resolution.data[(model.name, task.name, dataset.name)] = found[1][model.image_size]
+            if isinstance(found, Unavailable):
+                resolution.snapshots[(task.name, dataset.name)] = found
+                continue
+            info, prepared = found
+            resolution.snapshots[(task.name, dataset.name)] = info
+            for model in settings.models:
+                resolution.data[(model.name, task.name, dataset.name)] = prepared[model.image_size]
     return resolution
 
 
@@ -59,13 +64,13 @@ def _choose_snapshot(
     sizes: list[int],
     store: Store,
     observer: Observer,
-) -> tuple[SnapshotInfo, dict[int, PreparedData]] | str:
+) -> tuple[SnapshotInfo, dict[int, PreparedData]] | Unavailable:
     where = f"dataset {task.name}/{dataset.name}"
     try:
         candidates = list_snapshots(task.name, dataset, state_dir=settings.state_dir)
     except SourceError as exc:
         observer.warn(str(exc))
-        return str(exc)
+        return Unavailable(str(exc))
     problems: list[str] = []
     limits = SnapshotLimits.from_settings(settings.limits)
     for candidate in reversed(candidates):  # newest first
@@ -131,11 +136,11 @@ def _choose_snapshot(
             observer.warn(f"{where}: snapshot {shown(info.snapshot)}: {too_small}")  # once per snapshot
         return info, prepared
     if problems:
-        return f"no usable snapshot for {where}: " + "; ".join(problems)
+        return Unavailable(f"no usable snapshot for {where}: " + "; ".join(problems))
     marker = (
         f" (a snapshot folder counts once it holds {dataset.ready_marker})" if dataset.ready_marker else ""
     )
-    return f"no complete snapshot yet in {redact_url(dataset.source)} for {where}{marker}"
+    return Unavailable(f"no complete snapshot yet in {redact_url(dataset.source)} for {where}{marker}")
 
 
 def _reject(

@@ -22,13 +22,16 @@ def score_model(
     cells: Sequence[CellResult],
     planned: Sequence[CellId],
     metrics: Mapping[str, str] | None = None,
+    *,
+    digest: str = "",
 ) -> ModelScore:
     """Score one model's run: nested P(M), its stderr, spread, worst cell, coverage, marginals.
 
     `planned` is every planned (task, dataset, strategy) cell of the model; `cells` are its
     results; `metrics` maps each task to its metric, which the test-sampling noise needs (without
-    it, or without the cells' predictions, only the seeds count). The definitions are in the
-    docstring of `monitor.scoring`.
+    it, or without the cells' predictions, only the seeds count). `version` is the short form of
+    the weights `digest` (`ModelVersion.version`). The definitions are in the docstring of
+    `monitor.scoring`.
     """
     for cell in cells:
         if cell.model != model:
@@ -45,6 +48,7 @@ def score_model(
     return ModelScore(
         model=model,
         version=version,
+        digest=digest,
         persistence=nested_mean(tree) if tree else None,
         stderr=_root_of_sum(seed_var, test_var),
         stderr_seeds=math.sqrt(seed_var) if seed_var is not None else None,

@@ -5,6 +5,7 @@ SQLite by default (`sqlite:///<path>`), PostgreSQL with `postgresql+psycopg://â€
 migrates the schema with the Alembic scripts shipped in `migrations/`.
 """
 
+from ._checks import is_hex_id
 from ._counters import RUN_SECONDS_BUCKETS
 from ._engine import parse_url, render_url
 from ._records import (
@@ -59,6 +60,7 @@ __all__ = [
     "SnapshotStatus",
     "Store",
     "TrialPlace",
+    "is_hex_id",
     "new_run_id",
     "redacted_database_url",
 ]

@@ -8,7 +8,6 @@ all (the transactional outbox, see `_outbox`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -16,7 +15,9 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, delete, select, tuple_
 from sqlalchemy.orm import Session
 
-from ._outbox import check_aware, check_hex_id, check_json, check_name, outbox_rows
+from .._checks import duplicates
+from ._checks import check_aware, check_hex_id, check_json, check_name, check_optional_finite
+from ._outbox import outbox_rows
 from ._records import ALERT_STATE_NAMES, SEVERITIES, AlertState, AlertStateName
 from ._schema import AlertStateRow, OutboxRow, utcnow
 from ._sessions import Sessions
@@ -26,14 +27,6 @@ __all__ = ["AlertLog"]
 
 _MODEL_LENGTH = 128  # alert_states.model is String(128)
 _RULE_LENGTH = 64  # alert_states.rule is String(64), as rule names are
-
-
-def _optional_finite(value: float | None, what: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number or None, got {value!r}")
-    return float(value)
 
 
 def state_values(state: AlertState, *, updated_at: datetime) -> dict[str, Any]:
@@ -57,8 +50,8 @@ def state_values(state: AlertState, *, updated_at: datetime) -> dict[str, Any]:
         "severity": state.severity,
         "since": check_aware(state.since, f"{what}: since"),
         "consecutive": consecutive,
-        "value": _optional_finite(state.value, f"{what}: value"),
-        "baseline": _optional_finite(state.baseline, f"{what}: baseline"),
+        "value": check_optional_finite(state.value, f"{what}: value"),
+        "baseline": check_optional_finite(state.baseline, f"{what}: baseline"),
         "summary": state.summary,
         "details": check_json(state.details, f"{what}: details"),
         "episode": None if state.episode is None else check_hex_id(state.episode, f"{what}: episode"),
@@ -123,12 +116,9 @@ class AlertLog(Sessions):
         """
         now = utcnow()
         state_rows = [state_values(state, updated_at=now) for state in states]
-        seen: set[tuple[str, str]] = set()
-        for row in state_rows:
-            key = (row["model"], row["rule"])
-            if key in seen:
-                raise ValueError(f"alert state {key[0]}/{key[1]} appears twice in one write")
-            seen.add(key)
+        repeated = duplicates((row["model"], row["rule"]) for row in state_rows)
+        if repeated:
+            raise ValueError(f"alert state {'/'.join(repeated[0])} appears twice in one write")
         item_rows = outbox_rows(deliveries, now)
         if session is not None:
             self._write_alerts(session, state_rows, item_rows)

@@ -17,14 +17,13 @@ from datetime import datetime
 from typing import Any, cast
 
 from ..types import CellResult, CellStatus, DatasetNoise, ModelScore, Predictions, TrialResult, TrialStatus
+from ._checks import check_finite, check_optional_finite
 from ._records import RunRecord, RunState, ScorePoint, SnapshotRecord, SnapshotStatus
 from ._schema import RunRow, SnapshotRow, TrialRow
 
 __all__ = [
     "cell_result",
     "cell_values",
-    "check_finite",
-    "check_optional_finite",
     "decode_details",
     "decode_predictions",
     "encode_details",
@@ -39,22 +38,6 @@ __all__ = [
 ]
 
 _FLOAT_TAG = "__float__"
-
-
-def check_finite(value: float, what: str) -> float:
-    """Return `value` as a float, or raise ValueError naming `what` if it is NaN or infinite."""
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(
-            f"{what} must be a finite number, got {number!r}: a diverged trial is scored as it is "
-            f"(usually chance level) and a cell that has no score has score=None"
-        )
-    return number
-
-
-def check_optional_finite(value: float | None, what: str) -> float | None:
-    """Like `check_finite`, but None passes through (the column is nullable)."""
-    return None if value is None else check_finite(value, what)
 
 
 def _check_scores(scores: Mapping[str, Any], what: str) -> dict[str, Any]:
@@ -163,7 +146,7 @@ def trial_result(row: TrialRow) -> TrialResult:
     )
 
 
-def model_values(score: ModelScore, *, run_id: str, position: int, digest: str) -> dict[str, Any]:
+def model_values(score: ModelScore, *, run_id: str, position: int) -> dict[str, Any]:
     """Column values of a `run_models` row."""
     what = f"model {score.model!r}"
     return {
@@ -171,7 +154,7 @@ def model_values(score: ModelScore, *, run_id: str, position: int, digest: str) 
         "model": score.model,
         "position": position,
         "version": score.version,
-        "digest": digest,
+        "digest": score.digest,
         "persistence": check_optional_finite(score.persistence, f"persistence of {what}"),
         "stderr": check_optional_finite(score.stderr, f"stderr of {what}"),
         "stderr_seeds": check_optional_finite(score.stderr_seeds, f"stderr_seeds of {what}"),
@@ -205,6 +188,7 @@ def model_score(row: Any) -> ModelScore:
     return ModelScore(
         model=row.model,
         version=row.version,
+        digest=row.digest,
         persistence=row.persistence,
         stderr=row.stderr,
         spread=row.spread,

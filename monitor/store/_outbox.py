@@ -11,59 +11,24 @@ Delivery is at least once; the item id (stable across retries) lets receivers de
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, func, select, update
 
+from .._checks import duplicates
+from ._checks import check_aware, check_hex_id, check_json, check_name
 from ._records import OUTBOX_STATUSES, NotificationOutcome, OutboxItem, OutboxStatus
 from ._schema import NotificationCountRow, OutboxRow, utcnow
 from ._sessions import Sessions
 
-__all__ = ["Outbox", "check_aware", "check_hex_id", "check_json", "check_name", "ended_before", "outbox_rows"]
+__all__ = ["Outbox", "ended_before", "outbox_rows"]
 
-_HEX_ID = re.compile(r"[0-9a-f]{32}")
 _NOTIFIER_LENGTH = 128  # outbox.notifier is String(128)
 # An error is a line for an operator (an HTTP status, a timeout), not a response body.
 _ERROR_LENGTH = 2000
-
-
-def check_hex_id(value: object, what: str) -> str:
-    """Return `value` if it is 32 lowercase hex digits (a uuid4().hex), else raise ValueError."""
-    if not isinstance(value, str) or not _HEX_ID.fullmatch(value):
-        raise ValueError(f"{what} must be 32 lowercase hex digits (uuid.uuid4().hex), got {value!r}")
-    return value
-
-
-def check_name(value: object, what: str, length: int) -> str:
-    """Return `value` if it is a string of 1 to `length` characters, else raise ValueError."""
-    if not isinstance(value, str) or not 0 < len(value) <= length:
-        raise ValueError(f"{what} must be a string of 1 to {length} characters, got {value!r}")
-    return value
-
-
-def check_json(value: object, what: str) -> dict[str, Any]:
-    """Return `value` as a dict if it is a mapping that is plain JSON (no NaN), else raise ValueError."""
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{what} must be a JSON object (a dict), got {type(value).__name__}")
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} must be plain JSON: {exc}") from None
-    return dict(value)
-
-
-def check_aware(value: object, what: str) -> datetime:
-    """Return `value` if it is a timezone-aware datetime, else raise ValueError."""
-    if not isinstance(value, datetime):
-        raise ValueError(f"{what} must be a timezone-aware datetime, got {value!r}")
-    if value.tzinfo is None:
-        raise ValueError(f"{what} must be timezone-aware (UTC), got the naive {value.isoformat()}")
-    return value
 
 
 def outbox_rows(
@@ -71,15 +36,11 @@ def outbox_rows(
 ) -> list[dict[str, Any]]:
     """Column values of new `outbox` rows (pending, due at `now`), refusing bad or repeated ids."""
     rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
     for delivery in deliveries:
         if not isinstance(delivery, tuple) or len(delivery) != 3:
             raise ValueError(f"a delivery is a tuple (id, notifier, event), got {delivery!r}")
         item_id, notifier, event = delivery
         check_hex_id(item_id, "a delivery id")
-        if item_id in seen:
-            raise ValueError(f"delivery id {item_id} appears twice: every notification needs its own id")
-        seen.add(item_id)
         rows.append(
             {
                 "id": item_id,
@@ -93,6 +54,9 @@ def outbox_rows(
                 "delivered_at": None,
             }
         )
+    repeated = duplicates(row["id"] for row in rows)
+    if repeated:
+        raise ValueError(f"delivery id {repeated[0]} appears twice: every notification needs its own id")
     return rows
 
 

@@ -28,8 +28,9 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Select, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
+from ._checks import check_aware
 from ._counters import add_counts, read_counts
-from ._outbox import check_aware, ended_before
+from ._outbox import ended_before
 from ._schema import OutboxRow, RunCellRow, RunModelRow, RunPlanRow, RunRow, TrialRow
 from ._sessions import Sessions
 from ._trials import chunks

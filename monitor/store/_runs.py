@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -23,10 +22,10 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..types import CELL_STATUSES, RUN_STATUSES, CellResult, ModelScore
+from ._checks import check_aware, check_finite, check_unique, is_hex_id
 from ._convert import (
     cell_result,
     cell_values,
-    check_finite,
     model_score,
     model_values,
     run_record,
@@ -34,7 +33,7 @@ from ._convert import (
 )
 from ._counters import RUN_SECONDS_BUCKETS, add_counts, cumulative_buckets, duration_counts, read_counts
 from ._records import RUN_TRIGGERS, RunRecord, ScorePoint
-from ._schema import ModelVersionRow, RunCellRow, RunModelRow, RunPlanRow, RunRow, TrialRow, utcnow
+from ._schema import RunCellRow, RunModelRow, RunPlanRow, RunRow, TrialRow, utcnow
 from ._sessions import Sessions
 from ._trials import chunks
 
@@ -42,7 +41,6 @@ __all__ = ["RunLog", "new_run_id"]
 
 _FINISHED = ("completed", "partial")
 _OWNER_LENGTH = 255  # runs.owner is String(255)
-_RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 # Whole rows as plain tuples, not ORM objects: a 5,000-cell run reads several times faster so.
@@ -56,11 +54,8 @@ def new_run_id() -> str:
 
 
 def _aware(value: datetime | None, what: str) -> datetime:
-    if value is None:
-        return utcnow()
-    if value.tzinfo is None:
-        raise ValueError(f"{what} must be timezone-aware (UTC), got the naive {value.isoformat()}")
-    return value
+    """`value` (timezone-aware), or now when it is None."""
+    return utcnow() if value is None else check_aware(value, what)
 
 
 class RunLog(Sessions):
@@ -84,7 +79,7 @@ class RunLog(Sessions):
         plan, config_digest and owner are replaced and its heartbeat set to now, while its trigger
         and started_at stay. Without it, an id that exists already is a ValueError.
         """
-        if not _RUN_ID.fullmatch(run_id):
+        if not is_hex_id(run_id):
             raise ValueError(f"run id must be 32 lowercase hex digits (see new_run_id()), got {run_id!r}")
         if trigger not in RUN_TRIGGERS:
             raise ValueError(f"run trigger must be one of {', '.join(RUN_TRIGGERS)}, got {trigger!r}")
@@ -182,13 +177,10 @@ class RunLog(Sessions):
             raise ValueError(f"a run finishes as one of {', '.join(RUN_STATUSES)}, got {status!r}")
         seconds = check_finite(seconds, f"seconds of run {run_id}")
         finished = _aware(finished_at, "finished_at")
-        _refuse_duplicates([s.model for s in scores], "model score")
-        _refuse_duplicates([(c.model, c.task, c.dataset, c.strategy) for c in cells], "cell")
+        check_unique([s.model for s in scores], "model score", "in one run")
+        check_unique([(c.model, c.task, c.dataset, c.strategy) for c in cells], "cell", "in one run")
         cell_rows = [cell_values(cell, run_id=run_id, position=i) for i, cell in enumerate(cells)]
-        # The digest is filled in below, once the transaction can look up the model versions.
-        model_rows = [
-            model_values(score, run_id=run_id, position=i, digest="") for i, score in enumerate(scores)
-        ]
+        model_rows = [model_values(score, run_id=run_id, position=i) for i, score in enumerate(scores)]
         with self._writing(f"finish run {run_id}") as session:
             run = session.get(RunRow, run_id, with_for_update=True)
             if run is None:
@@ -196,10 +188,8 @@ class RunLog(Sessions):
             if run.status != "running":
                 raise ValueError(f"run {run_id} is already {run.status}: a run is finished once")
             run.status, run.finished_at, run.seconds, run.error = status, finished, seconds, error
-            digests = _digests(session, scores)
             for row in model_rows:
                 row.update(
-                    digest=digests[row["model"]],
                     started_at=run.started_at,
                     finished_at=finished,
                     finished=status in _FINISHED,
@@ -441,32 +431,3 @@ def _mark_used(session: Session, keys: list[str], started_at: datetime) -> None:
             .values(last_used_at=started_at)
             .execution_options(synchronize_session=False)
         )
-
-
-def _refuse_duplicates(names: list[Any], what: str) -> None:
-    seen: set[Any] = set()
-    for name in names:
-        if name in seen:
-            raise ValueError(f"{what} {name!r} appears twice in one run")
-        seen.add(name)
-
-
-def _digests(session: Session, scores: list[ModelScore]) -> dict[str, str]:
-    """The full weights digest behind each score's short version, from the recorded model versions.
-
-    A version that was never recorded keeps its short form: it is a prefix of the digest.
-    """
-    models = {score.model for score in scores}
-    known: dict[tuple[str, str], str] = {}
-    if models:
-        rows = session.execute(
-            select(ModelVersionRow.model, ModelVersionRow.digest).where(ModelVersionRow.model.in_(models))
-        )
-        for model, digest in rows:
-            known[(model, digest[:12] if digest else "factory")] = digest
-    return {
-        score.model: known.get(
-            (score.model, score.version), "" if score.version == "factory" else score.version
-        )
-        for score in scores
-    }

@@ -1,4 +1,7 @@
-"""The decoded-data cache key: a hash of everything that determines the decoded arrays."""
+"""The decode-cache key: a hash of everything that determines a snapshot's decoded arrays.
+
+Not to be confused with a trial key (`monitor.engine._keys`), which names one fine-tune.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,10 @@ import json
 
 from ..settings import TaskSpec
 
-__all__ = ["PROTOCOL_VERSION", "cache_key"]
+__all__ = ["DECODE_VERSION", "cache_key"]
 
 # Bump when decoding, splitting or subsampling changes: every cached decode becomes a miss.
-PROTOCOL_VERSION = 1
+DECODE_VERSION = 1
 
 
 def cache_key(snapshot_digest: str, task: TaskSpec, image_size: int) -> str:
@@ -20,7 +23,7 @@ def cache_key(snapshot_digest: str, task: TaskSpec, image_size: int) -> str:
     """
     canonical = json.dumps(
         {
-            "protocol": PROTOCOL_VERSION,
+            "protocol": DECODE_VERSION,
             "digest": snapshot_digest,
             "image_size": image_size,
             "train_per_class": task.train_per_class,
