@@ -1,4 +1,7 @@
-"""Alerts end to end: `run-once` fires and resolves through a signed webhook and a real Alertmanager."""
+"""Alerts end to end: `run-once` fires and resolves through a signed webhook and a real Alertmanager.
+
+The `alertmanager` fixture is tests/_alertmanager.py's.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,14 @@ import base64
 import json
 
 import httpx
+import pytest
 from standardwebhooks import Webhook
 
+from tests._cli import cli
 from tests._receivers import Receiver
 from tests._workspace import basic_config, write_config, write_snapshot, write_tiny_cnn
-from tests.test_cli import cli
-from tests.test_notifiers_alertmanager import alertmanager  # noqa: F401  (the real Alertmanager fixture)
+
+pytestmark = pytest.mark.slow  # trains a grid twice through the CLI, and a real Alertmanager
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
@@ -21,7 +26,7 @@ def active_alerts(url: str) -> list[dict]:
     return [a for a in alerts if a["labels"].get("service") == "persistence-monitor"]
 
 
-def test_run_once_fires_and_resolves_through_webhook_and_alertmanager(tmp_path, alertmanager):  # noqa: F811
+def test_run_once_fires_and_resolves_through_webhook_and_alertmanager(tmp_path, alertmanager):
     write_tiny_cnn(tmp_path, name="e2e_cnn")
     for dataset, offset in (("a", 0), ("b", 40)):
         write_snapshot(tmp_path / "data" / dataset / "2026-01-01T00", (5, 6, 7), per_class=12, offset=offset)

@@ -13,6 +13,8 @@ from monitor.scoring import score_model
 from monitor.settings import settings_from_mapping
 from monitor.store import Store
 
+pytestmark = pytest.mark.slow  # the benchmark itself, at a tiny size
+
 
 def test_a_tiny_history_prints_every_column_with_positive_times(tmp_path, capsys):
     figures = tmp_path / "history.json"

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,24 +11,11 @@ import torch
 import torchvision
 import yaml
 
+from tests._cli import cli
 from tests._workspace import basic_config, digit_picture, digits, write_config, write_snapshot
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def cli(
-    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", *args],
-        cwd=cwd or REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
+@pytest.mark.slow  # real CLI processes
 def test_usage_errors_exit_2():
     assert cli().returncode == 2
     result = cli("run-once", "--bogus")
@@ -39,6 +23,7 @@ def test_usage_errors_exit_2():
     assert cli("--help").returncode == 0
 
 
+@pytest.mark.slow  # real CLI processes
 def test_missing_config_names_the_ways_to_give_one(tmp_path):
     result = cli("run-once", cwd=tmp_path, env={"PM_CONFIG": ""})
     assert result.returncode == 2
@@ -46,6 +31,7 @@ def test_missing_config_names_the_ways_to_give_one(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # real CLI processes
 def test_a_bad_config_names_every_field_and_never_a_secret(tmp_path):
     (tmp_path / "w.pt").write_bytes(b"x")
     config = {
@@ -79,6 +65,7 @@ def test_a_bad_config_names_every_field_and_never_a_secret(tmp_path):
     assert "SUPERSECRET" not in result.stderr + result.stdout
 
 
+@pytest.mark.slow  # real CLI processes
 def test_env_overrides_the_file(tmp_path):
     (tmp_path / "data").mkdir()
     config = basic_config(
@@ -148,6 +135,7 @@ def resnet_workspace(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_run_once_json_on_a_torchvision_resnet18(resnet_workspace):
     result = cli("run-once", "--json", cwd=resnet_workspace)
     assert result.returncode == 0, result.stderr
@@ -194,6 +182,7 @@ def test_run_once_json_on_a_torchvision_resnet18(resnet_workspace):
     assert second["seconds"] < 5
 
 
+@pytest.mark.slow
 def test_run_once_prints_a_table_and_check_config_the_grid(resnet_workspace):
     result = cli("check-config", cwd=resnet_workspace, env={"COLUMNS": "200"})
     assert result.returncode == 0, result.stderr + result.stdout
@@ -206,6 +195,7 @@ def test_run_once_prints_a_table_and_check_config_the_grid(resnet_workspace):
     assert "resnet18-prod" in table.stdout and "P(M)" in table.stdout and "linear-lr0.1" in table.stdout
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_on_a_reduced_grid(tmp_path):
     from monitor.demo import build_demo
 
@@ -232,6 +222,7 @@ def test_demo_end_to_end_on_a_reduced_grid(tmp_path):
     assert yaml.safe_load(config_path.read_text())["seeds"] == [0]
 
 
+@pytest.mark.slow
 def test_check_config_never_shows_a_database_password(resnet_workspace):
     url = "postgresql+psycopg://monitor:hunter2@127.0.0.1:1/db?password=hunter3"
     result = cli("check-config", cwd=resnet_workspace, env={"PM_DATABASE_URL": url})
@@ -242,6 +233,7 @@ def test_check_config_never_shows_a_database_password(resnet_workspace):
     assert "cannot open the result store" in run.stderr
 
 
+@pytest.mark.slow  # real CLI processes
 def test_an_unusable_demo_directory_is_a_usage_error(tmp_path):
     target = tmp_path / "a-file"
     target.write_text("not a directory")
@@ -263,6 +255,7 @@ def test_an_interrupted_demo_build_leaves_nothing_half_made(tmp_path, monkeypatc
     assert not list(tmp_path.glob(".demo.building-*"))
 
 
+@pytest.mark.slow
 def test_report_writes_html_with_plots(resnet_workspace, tmp_path):
     assert cli("run-once", cwd=resnet_workspace).returncode == 0  # (cached after the first test)
     result = cli("report", "--out", str(tmp_path / "out" / "report.html"), cwd=resnet_workspace)

@@ -9,61 +9,11 @@ from pathlib import Path
 import pytest
 
 from monitor.store import Store
-from tests._services import DaemonProcess, PrometheusProcess, free_port, wait_until
-from tests._workspace import basic_config, write_config, write_snapshot, write_tiny_cnn
+from tests._daemon import TOKEN, run_keys, workspace
+from tests._services import DaemonProcess, PrometheusProcess, wait_until
+from tests._workspace import write_config, write_snapshot
 
-TOKEN = "test-token-0123456789"
-
-SLOW = """
-import time
-from torch import nn
-
-class Slow(nn.Module):
-    '''Trains slowly on purpose (a pause per training step), so a test can kill it mid-grid.'''
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
-            nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-        )
-        self.fc = nn.Linear(8, 3)
-
-    def forward(self, x):
-        if self.training:
-            time.sleep(0.25)
-        return self.fc(self.features(x))
-
-def build():
-    return Slow()
-"""
-
-
-def workspace(root: Path, *, architecture: str | None = None, strategies: list[dict] | None = None) -> Path:
-    write_tiny_cnn(root, name="daemon_cnn")
-    (root / "slow_cnn.py").write_text(SLOW)
-    for dataset, offset in (("a", 0), ("b", 40)):
-        write_snapshot(root / "data" / dataset / "2026-01-01T00", (5, 6, 7), per_class=15, offset=offset)
-    config = basic_config(
-        [{"name": "cnn", "architecture": architecture or "python:daemon_cnn:build"}],
-        {"digits": [("a", "data/a"), ("b", "data/b")]},
-        strategies=strategies
-        or [
-            {"name": "lin", "mode": "linear", "lr": 0.1, "epochs": 3, "batch_size": 16},
-            {
-                "name": "part",
-                "mode": "partial",
-                "trainable_blocks": 1,
-                "lr": 0.05,
-                "epochs": 1,
-                "batch_size": 16,
-            },
-        ],
-    )
-    config["server"] = {"host": "127.0.0.1", "port": free_port(), "api_token": TOKEN}
-    config["schedule"] = {"evaluate": "0 0 1 1 *", "poll": "1s"}
-    config["executor"] = {"shutdown_grace": "5s"}
-    return write_config(root / "persistence-monitor.yaml", config)
+pytestmark = pytest.mark.slow  # daemon processes that train, and a real Prometheus
 
 
 def completed_runs(daemon: DaemonProcess) -> list[dict]:
@@ -169,11 +119,11 @@ def test_sigkill_mid_grid_then_restart_resumes_without_recomputing(tmp_path):
     try:
         (running,) = wait_until(lambda: store.unfinished_runs(), what="the start-up run to begin")
         wait_until(
-            lambda: len(store.find_trials(_keys(store, running.id))) >= 3, timeout=120, what="a few trials"
+            lambda: len(store.find_trials(run_keys(store, running.id))) >= 3, timeout=120, what="a few trials"
         )
         first.signal(signal.SIGKILL)
         first.wait(30)
-        before = set(store.find_trials(_keys(store, running.id)))
+        before = set(store.find_trials(run_keys(store, running.id)))
         assert 3 <= len(before) < 12, "the kill must land mid-grid"
         assert store.get_run(running.id).status == "running"  # nobody could record anything
 
@@ -194,14 +144,6 @@ def test_sigkill_mid_grid_then_restart_resumes_without_recomputing(tmp_path):
     finally:
         first.stop()
         store.close()
-
-
-def _keys(store: Store, run_id: str) -> list[str]:
-    """The trial keys of a run: from its plan while it runs, from its cells once it finished."""
-    run = store.get_run(run_id)
-    if run.plan is not None:
-        return [key for cell in run.plan["cells"] for key in cell["keys"]]
-    return [key for cell in run.cells for key in cell.keys]
 
 
 def test_sigterm_while_evaluating_exits_0_and_the_run_resumes(tmp_path):

@@ -17,31 +17,9 @@ from monitor.data import PreparedData, cache_key, load_arrays, prepare_snapshot
 from monitor.errors import DataError, SnapshotRejected
 from monitor.settings import DatasetSpec, TaskSpec
 from monitor.types import SnapshotInfo
+from tests._files import image_ident, write_image, write_tree
 
 SIZE = 8
-
-
-def _image(path: Path, ident: int, *, kind: str = "png") -> None:
-    """A solid image whose colour encodes `ident`, so a decoded array says which file it came from."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (12, 10), (ident % 256, ident // 256, 7)).save(
-        path, format="PNG" if kind == "png" else "BMP"
-    )
-
-
-def _ident(image: np.ndarray) -> int:
-    return int(image[0, 0, 0]) + 256 * int(image[1, 0, 0])
-
-
-def _tree(root: Path, files: dict[str, int | bytes]) -> Path:
-    """Write `files` under `root`: an int is an image (see `_image`), bytes are written as they are."""
-    for rel, content in files.items():
-        if isinstance(content, bytes):
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_bytes(content)
-        else:
-            _image(root / rel, content)
-    return root
 
 
 def _snapshot(root: Path, digest: str | None = None) -> SnapshotInfo:
@@ -67,11 +45,11 @@ def _prepare(snapshot: SnapshotInfo, task: TaskSpec, cache: Path, workers: int =
 
 
 def _idents(x: np.ndarray, y: np.ndarray, label: int) -> set[int]:
-    return {_ident(image) for image, lab in zip(x, y, strict=True) if lab == label}
+    return {image_ident(image) for image, lab in zip(x, y, strict=True) if lab == label}
 
 
 def _split_tree(root: Path, test_dir: str = "test") -> Path:
-    return _tree(
+    return write_tree(
         root,
         {
             "train/cat/1.png": 1,
@@ -125,9 +103,9 @@ def test_markers_hidden_entries_and_non_images_are_ignored(tmp_path: Path) -> No
     root = _split_tree(tmp_path / "snap")
     (root / "_SUCCESS").write_text("")
     (root / "train" / "_SUCCESS").write_text("")
-    _image(root / "train" / ".cache" / "9.png", 9)
-    _image(root / "train" / "cat" / ".hidden.png", 10)
-    _image(root / "_temporary" / "cat" / "11.png", 11)
+    write_image(root / "train" / ".cache" / "9.png", 9)
+    write_image(root / "train" / "cat" / ".hidden.png", 10)
+    write_image(root / "_temporary" / "cat" / "11.png", 11)
     (root / "train" / "cat" / "labels.csv").write_text("x")
     (root / "train" / "cat" / "notes.txt").write_text("x")
 
@@ -143,32 +121,32 @@ def test_hashed_layout_splits_each_file_by_its_own_hash(tmp_path: Path) -> None:
             [(c, i) for c in ("ants", "bees", "wasps") for i in range(30)], start=1
         )
     }
-    root = _tree(tmp_path / "snap", files)
+    root = write_tree(tmp_path / "snap", files)
 
     prepared = _prepare(_snapshot(root), _task(fraction=0.3), tmp_path / "cache")
     arrays = load_arrays(prepared)
 
     assert prepared.layout == "hashed" and prepared.classes == ("ants", "bees", "wasps")
     expected_test = {ident for rel, ident in files.items() if _in_test(rel, 0.3)}
-    assert {_ident(image) for image in arrays.test_x} == expected_test
-    assert {_ident(image) for image in arrays.train_x} == set(files.values()) - expected_test
+    assert {image_ident(image) for image in arrays.test_x} == expected_test
+    assert {image_ident(image) for image in arrays.train_x} == set(files.values()) - expected_test
     assert 0 < prepared.n_test < prepared.n_train
 
 
 def test_hashed_split_is_stable_when_files_are_added(tmp_path: Path) -> None:
     files = {f"{cls}/{i}.png": 100 * c + i for c, cls in enumerate(("a", "b")) for i in range(25)}
-    root = _tree(tmp_path / "snap", files)
+    root = write_tree(tmp_path / "snap", files)
     before = load_arrays(_prepare(_snapshot(root, "d1"), _task(fraction=0.25), tmp_path / "cache"))
 
-    _tree(
+    write_tree(
         root, {f"{cls}/new{i}.png": 1000 + 100 * c + i for c, cls in enumerate(("a", "b")) for i in range(25)}
     )
     after = load_arrays(_prepare(_snapshot(root, "d2"), _task(fraction=0.25), tmp_path / "cache"))
 
-    old_test = {_ident(image) for image in before.test_x}
-    old_train = {_ident(image) for image in before.train_x}
-    new_test = {_ident(image) for image in after.test_x}
-    new_train = {_ident(image) for image in after.train_x}
+    old_test = {image_ident(image) for image in before.test_x}
+    old_train = {image_ident(image) for image in before.train_x}
+    new_test = {image_ident(image) for image in after.test_x}
+    new_train = {image_ident(image) for image in after.train_x}
     assert old_test <= new_test and old_train <= new_train  # no old file changed sides
     assert new_test - old_test and new_train - old_train
 
@@ -183,7 +161,7 @@ def _capped_tree(root: Path, per_class: int = 10) -> dict[str, int]:
     files |= {
         f"test/{cls}/{i:02d}.png": 1000 + 100 * c + i for c, cls in enumerate(("a", "b")) for i in range(6)
     }
-    _tree(root, files)
+    write_tree(root, files)
     return files
 
 
@@ -220,7 +198,7 @@ def test_adding_a_file_changes_the_selection_only_where_it_sorts_in(tmp_path: Pa
     files = _capped_tree(tmp_path / "snap")
     before = load_arrays(_prepare(_snapshot(tmp_path / "snap", "d1"), _task(train=5), tmp_path / "cache"))
     files["train/a/zz-new.png"] = 77
-    _image(tmp_path / "snap" / "train/a/zz-new.png", 77)
+    write_image(tmp_path / "snap" / "train/a/zz-new.png", 77)
 
     after = load_arrays(_prepare(_snapshot(tmp_path / "snap", "d2"), _task(train=5), tmp_path / "cache"))
 
@@ -289,7 +267,7 @@ REJECTIONS: dict[str, tuple[dict[str, int | bytes], str]] = {
 @pytest.mark.parametrize("case", sorted(REJECTIONS))
 def test_unusable_snapshots_are_rejected_with_a_reason(tmp_path: Path, case: str) -> None:
     files, detail = REJECTIONS[case]
-    root = _tree(tmp_path / "snap", files)
+    root = write_tree(tmp_path / "snap", files)
 
     with pytest.raises(SnapshotRejected) as caught:
         _prepare(_snapshot(root), _task(), tmp_path / "cache")
@@ -389,7 +367,7 @@ def test_cache_key_covers_the_protocol_inputs_and_nothing_else() -> None:
 
 def test_a_rejection_is_remembered_per_protocol_and_not_decoded_again(tmp_path: Path, monkeypatch) -> None:
     files, _ = REJECTIONS["empty_class"]
-    root = _tree(tmp_path / "snap", files)
+    root = write_tree(tmp_path / "snap", files)
     with pytest.raises(SnapshotRejected):
         _prepare(_snapshot(root), _task(), tmp_path / "cache")
 

@@ -112,6 +112,7 @@ def test_promtool_accepts_the_rules():
     _run(_tool("promtool"), "check", "rules", RULES)
 
 
+@pytest.mark.slow  # promtool evaluates every rule over its test series
 def test_the_rule_unit_tests_pass():
     _run(_tool("promtool"), "test", "rules", RULE_TESTS)
 

@@ -22,6 +22,8 @@ from monitor.engine.training._batched import finetune_batched
 from monitor.models import load_backbone
 from monitor.settings import ModelSpec, StrategySpec
 
+pytestmark = pytest.mark.slow  # fine-tunes and builds real torchvision models, path against path
+
 # fp32 whatever the CPU: these tests compare paths to float tolerance
 CPU = runtime_for("cpu", EngineOptions(precision="fp32"))
 # the GPUs' numerics (bf16 autocast), on the CPU

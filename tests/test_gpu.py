@@ -23,7 +23,10 @@ from monitor.engine.training._batched import finetune_batched
 from monitor.models import load_backbone
 from monitor.settings import ModelSpec, StrategySpec
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    pytest.mark.slow,  # fine-tunes, and a whole grid on the GPU
+]
 
 CPU = runtime_for("cpu", EngineOptions(precision="fp32"))
 

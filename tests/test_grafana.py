@@ -128,7 +128,7 @@ def _exported_metrics(tmp_path) -> set[str]:
 
     from monitor.metrics import DaemonMetrics, StoreCollector
     from monitor.store import Store
-    from tests.test_api_metrics import settings_for
+    from tests._api import settings_for
 
     store = Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
     try:

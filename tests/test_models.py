@@ -168,6 +168,7 @@ def test_stages_of_a_features_model_and_explicit_blocks(tmp_path):
     assert [n for n, _ in custom.stages] == ["features.1.block"]
 
 
+@pytest.mark.slow  # builds and saves a full-size ViT-B/16
 def test_image_size_the_model_cannot_take(tmp_path):
     path = tmp_path / "vit.pt"
     torch.save(torchvision.models.vit_b_16().state_dict(), path)
@@ -175,6 +176,7 @@ def test_image_size_the_model_cannot_take(tmp_path):
         load_backbone(spec(architecture="torchvision:vit_b_16", weights=path))
 
 
+@pytest.mark.slow  # builds and saves a full-size DenseNet-121
 def test_a_trailing_norm_is_not_a_stage_of_its_own(tmp_path):
     path = tmp_path / "densenet.pt"
     torch.save(torchvision.models.densenet121().state_dict(), path)

@@ -1,18 +1,15 @@
 """The Alertmanager notifier against a real Alertmanager (Debian's `prometheus-alertmanager`).
 
-Skipped when the binary is missing, unless PM_TEST_ALERTMANAGER=require (CI sets it: there a
-missing binary is a broken image, not a reason to skip).
+The `alertmanager` fixture is tests/_alertmanager.py's: skipped when the binary is missing, unless
+PM_TEST_ALERTMANAGER=require (CI sets it: there a missing binary is a broken image, not a reason
+to skip).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,61 +18,9 @@ import pytest
 from monitor.notifiers import AlertmanagerNotifier, build_notifiers
 from monitor.settings import AlertsSettings
 from tests._receivers import alert_event
-from tests._services import free_port, wait_until
+from tests._services import wait_until
 
-BINARY = (
-    os.environ.get("PM_ALERTMANAGER_BINARY")
-    or shutil.which("prometheus-alertmanager")
-    or ("/usr/bin/prometheus-alertmanager")
-)
-CONFIG = """\
-route:
-  receiver: "null"
-receivers:
-  - name: "null"
-"""
-
-
-@pytest.fixture(scope="module")
-def alertmanager(tmp_path_factory):
-    if not Path(BINARY).is_file():
-        message = f"Alertmanager binary not found at {BINARY} (apt install prometheus-alertmanager)"
-        if os.environ.get("PM_TEST_ALERTMANAGER") == "require":
-            pytest.fail(message + "; PM_TEST_ALERTMANAGER=require")
-        pytest.skip(message)
-    folder = tmp_path_factory.mktemp("alertmanager")
-    (folder / "alertmanager.yml").write_text(CONFIG)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (folder / "alertmanager.log").open("wb")
-    process = subprocess.Popen(
-        [
-            BINARY,
-            f"--config.file={folder / 'alertmanager.yml'}",
-            f"--storage.path={folder / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",  # no gossip: a single, isolated instance
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-
-        def ready() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"alertmanager exited:\n{(folder / 'alertmanager.log').read_text()}")
-            return httpx.get(f"{url}/-/ready", timeout=1).status_code == 200
-
-        wait_until(ready, timeout=30, every=0.05, what="Alertmanager /-/ready")
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+pytestmark = pytest.mark.slow  # a real Alertmanager
 
 
 def notifier(client: httpx.Client, url: str, **options: Any) -> AlertmanagerNotifier:

@@ -7,16 +7,14 @@ import logging
 import random
 import threading
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 
-from monitor.notifiers import Dispatcher, Notifier, build_notifiers, new_http_client
-from monitor.settings import AlertsSettings
+from monitor.notifiers import Dispatcher, Notifier, new_http_client
 from monitor.store import Store
+from tests._outbox import enqueue, item, notifiers
 from tests._receivers import Receiver, Reply, alert_event
 from tests._services import free_port, wait_until
 
@@ -28,20 +26,6 @@ def store(tmp_path):
     opened = Store.open(f"sqlite:///{tmp_path}/db.sqlite")
     yield opened
     opened.close()
-
-
-def notifiers(client: httpx.Client, *specs: dict[str, Any]) -> dict[str, Notifier]:
-    return build_notifiers(AlertsSettings.model_validate({"notifiers": list(specs)}).notifiers, client)
-
-
-def enqueue(store: Store, notifier: str, event: dict[str, Any] | None = None) -> str:
-    item_id = uuid.uuid4().hex
-    store.write_alerts([], [(item_id, notifier, event or alert_event())])
-    return item_id
-
-
-def item(store: Store, item_id: str) -> Any:
-    return next(i for i in store.outbox_items(limit=1000) if i.id == item_id)
 
 
 def fast(store: Store, hooks: dict[str, Notifier], **kwargs: Any) -> Dispatcher:

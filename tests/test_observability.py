@@ -15,6 +15,8 @@ import yaml
 from grafana.dashboard import queries, render
 from tests._services import DaemonProcess, free_port, prometheus_binary, wait_until
 
+pytestmark = pytest.mark.slow  # the daemon running the demo, scraped by a real Prometheus
+
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "observability-token-0123456789"
 # Panels whose query is expected to be empty on a healthy demo (nothing is wrong there).

@@ -4,65 +4,19 @@ from __future__ import annotations
 
 import shutil
 import statistics
-from pathlib import Path
 
 import pytest
 
 from monitor.engine import InlineExecutor
-from monitor.pipeline import RunReport, run_evaluation
+from monitor.pipeline import run_evaluation
 from monitor.scoring import score_model
 from monitor.settings import load_settings
 from monitor.store import Store
-from tests._workspace import basic_config, write_config, write_snapshot, write_tiny_cnn
+from tests._pipeline import Recorder, evaluate
+from tests._workspace import write_config, write_snapshot
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-        self.trials = 0
-        self.results: list = []
-
-    def stage(self, text: str) -> None:
-        pass
-
-    def warn(self, text: str) -> None:
-        self.warnings.append(text)
-
-    def planned(self, trials: int, cached: int) -> None:
-        pass
-
-    def trial_done(self, trial, result) -> None:
-        self.trials += 1
-        self.results.append(result)
-
-
-@pytest.fixture()
-def workspace(tmp_path: Path):
-    write_tiny_cnn(tmp_path, name="pipe_cnn")
-    for dataset, offset in (("a", 0), ("b", 40)):
-        write_snapshot(tmp_path / "data" / dataset / "2026-01-01T00", (5, 6, 7), per_class=24, offset=offset)
-        write_snapshot(
-            tmp_path / "data" / dataset / "2026-01-02T00",
-            (5, 6, 7),
-            per_class=24,
-            offset=offset + 10,
-            layout="hashed",
-        )
-    config = basic_config(
-        [{"name": "cnn", "architecture": "python:pipe_cnn:build"}],
-        {"digits": [("a", "data/a"), ("b", "data/b")]},
-    )
-    return tmp_path, config
-
-
-def evaluate(root: Path, config: dict, executor=None) -> tuple[RunReport, Recorder, Store]:
-    settings = load_settings(write_config(root / "persistence-monitor.yaml", config))
-    store = Store.open(settings.resolved_database_url)
-    recorder = Recorder()
-    report = run_evaluation(settings, store, executor or InlineExecutor("cpu"), observer=recorder)
-    return report, recorder, store
-
-
+@pytest.mark.slow
 def test_a_run_scores_every_cell_and_a_repeat_is_all_cached(workspace):
     root, config = workspace
     report, _recorder, store = evaluate(root, config)
@@ -85,6 +39,7 @@ def test_a_run_scores_every_cell_and_a_repeat_is_all_cached(workspace):
     assert again.models[0].score.persistence == model.score.persistence
 
 
+@pytest.mark.slow
 def test_a_new_snapshot_recomputes_only_its_dataset(workspace):
     root, config = workspace
     evaluate(root, config)
@@ -96,6 +51,7 @@ def test_a_new_snapshot_recomputes_only_its_dataset(workspace):
     assert {c.snapshot for c in report.models[0].cells if c.dataset == "b"} == {"2026-01-03T00"}
 
 
+@pytest.mark.slow
 def test_incomplete_snapshots_are_ignored(workspace):
     root, config = workspace
     write_snapshot(root / "data" / "a" / "2026-01-09T00", (5, 6, 7), per_class=24, marker=False)
@@ -103,6 +59,7 @@ def test_incomplete_snapshots_are_ignored(workspace):
     assert {c.snapshot for c in report.models[0].cells if c.dataset == "a"} == {"2026-01-02T00"}
 
 
+@pytest.mark.slow
 def test_a_rejected_snapshot_never_replaces_the_last_good_one(workspace):
     root, config = workspace
     write_snapshot(root / "data" / "a" / "2026-01-05T00", (5,), per_class=24)  # one class only
@@ -113,6 +70,7 @@ def test_a_rejected_snapshot_never_replaces_the_last_good_one(workspace):
     assert store.snapshot_error_counts()[("digits", "a", "too_few_classes")] == 1
 
 
+@pytest.mark.slow
 def test_a_dataset_without_snapshots_fails_its_cells_and_the_rest_carries_on(workspace):
     root, config = workspace
     (root / "data" / "c").mkdir()
@@ -131,6 +89,7 @@ def test_a_dataset_without_snapshots_fails_its_cells_and_the_rest_carries_on(wor
     )
 
 
+@pytest.mark.slow
 def test_corrupt_images_are_skipped_and_counted(workspace):
     root, config = workspace
     bad = root / "data" / "a" / "2026-01-02T00" / "6" / "zz-corrupt.png"
@@ -141,6 +100,7 @@ def test_corrupt_images_are_skipped_and_counted(workspace):
     assert store.snapshot_error_counts()[("digits", "a", "undecodable_image")] == 1
 
 
+@pytest.mark.slow
 def test_a_model_with_bad_weights_fails_only_its_own_cells(workspace):
     root, config = workspace
     (root / "wrong.safetensors").write_bytes(b"not safetensors at all")
@@ -161,6 +121,7 @@ def test_a_model_with_bad_weights_fails_only_its_own_cells(workspace):
     assert broken.score.persistence is None and broken.score.coverage == 0.0
 
 
+@pytest.mark.slow
 def test_the_stored_result_matches_the_scoring_of_its_cells(workspace):
     """Hand check of the whole chain: rescore the stored cells with the §1 formula."""
     root, config = workspace
@@ -189,6 +150,7 @@ def test_the_stored_result_matches_the_scoring_of_its_cells(workspace):
     assert score_model("cnn", model.version, cells, planned).persistence == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_deleting_the_decoded_cache_recomputes_nothing_stored(workspace):
     """The decoded-data cache is a cache: deleting it recomputes nothing that is stored."""
     root, config = workspace
@@ -198,6 +160,7 @@ def test_deleting_the_decoded_cache_recomputes_nothing_stored(workspace):
     assert report.trials_run == 0 and report.status == "completed"
 
 
+@pytest.mark.slow
 def test_a_diverged_cell_stays_diverged_when_it_comes_from_the_store(workspace):
     root, config = workspace
     config["strategies"] = [{"name": "wild", "mode": "full", "lr": 1e12, "epochs": 2, "batch_size": 16}]
@@ -209,6 +172,7 @@ def test_a_diverged_cell_stays_diverged_when_it_comes_from_the_store(workspace):
     assert all(isinstance(c.seconds, float) for c in second.models[0].cells)
 
 
+@pytest.mark.slow
 def test_strategies_that_differ_only_by_name_train_once(workspace):
     root, config = workspace
     same = {"mode": "linear", "lr": 0.1, "epochs": 2, "batch_size": 16}
@@ -221,6 +185,7 @@ def test_strategies_that_differ_only_by_name_train_once(workspace):
     assert all(scores["one"] == scores["two"] for scores in by_strategy.values())
 
 
+@pytest.mark.slow
 def test_a_run_that_breaks_is_recorded_as_failed_not_left_running(workspace):
     root, config = workspace
 
@@ -239,6 +204,7 @@ def test_a_run_that_breaks_is_recorded_as_failed_not_left_running(workspace):
     assert store.unfinished_runs() == []
 
 
+@pytest.mark.slow
 def test_a_rejection_depends_on_the_protocol_that_caused_it(workspace):
     """A snapshot rejected under one test_fraction is judged again under another."""
     root, config = workspace
@@ -254,6 +220,7 @@ def test_a_rejection_depends_on_the_protocol_that_caused_it(workspace):
     assert {c.status for c in report.models[0].cells if c.dataset == "b"} == {"ok"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_each_stored_trial_says_where_and_in_what_precision_it_ran(workspace, precision):
     from monitor.engine import EngineOptions
@@ -270,6 +237,7 @@ def test_each_stored_trial_says_where_and_in_what_precision_it_ran(workspace, pr
         assert isinstance(result.details["threads"], int) and result.details["threads"] >= 1
 
 
+@pytest.mark.slow
 def test_a_stacked_cpu_trial_records_that_it_trained_in_fp32(workspace):
     from monitor.engine import EngineOptions
 
@@ -277,9 +245,11 @@ def test_a_stacked_cpu_trial_records_that_it_trained_in_fp32(workspace):
     executor = InlineExecutor("cpu", EngineOptions(precision="bf16", batch_finetunes="always"))
     _, recorder, store = evaluate(root, config, executor)
     store.close()
-    stacked = [r for r in recorder.results if "models_batched" in r.details]
+    stacked = [
+        r for r in recorder.results if "models_batched" in r.details and r.details["inputs"] != "features"
+    ]
     assert stacked and all(r.details["precision"] == "fp32" for r in stacked)
-    linear = [r for r in recorder.results if "heads_batched" in r.details]
+    linear = [r for r in recorder.results if r.details.get("inputs") == "features"]
     assert linear and all(r.details["precision"] == "bf16" for r in linear)
 
 
@@ -345,6 +315,7 @@ def test_the_protocol_1_key_format_is_the_one_that_code_wrote():
         assert _protocol_1_key(model, version, task, "cd" * 32, strategy, 0) == key
 
 
+@pytest.mark.slow
 def test_trials_stored_under_the_old_protocol_are_recomputed_and_kept(workspace):
     """A store written before strategies had a schedule holds cosine-trained trials under
     protocol-1 keys: after the upgrade every cell trains again (at a constant learning rate, as
@@ -384,6 +355,7 @@ def test_trials_stored_under_the_old_protocol_are_recomputed_and_kept(workspace)
     assert set(store.find_trials(old_keys)) == set(old_keys)  # nothing stored is lost
 
 
+@pytest.mark.slow
 def test_each_trial_keeps_its_test_predictions_and_p_m_gets_both_error_bars(workspace):
     root, config = workspace
     report, _recorder, store = evaluate(root, config)
@@ -415,6 +387,7 @@ def test_each_trial_keeps_its_test_predictions_and_p_m_gets_both_error_bars(work
     assert again.models[0].score.stderr == score.stderr
 
 
+@pytest.mark.slow
 def test_a_test_split_too_small_for_the_drop_rule_is_warned_about_once_per_snapshot(workspace):
     root, config = workspace
     _, first, _ = evaluate(root, config)

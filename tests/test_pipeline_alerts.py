@@ -12,6 +12,8 @@ from monitor.settings import load_settings
 from monitor.store import Store
 from tests._workspace import basic_config, write_config, write_snapshot, write_tiny_cnn
 
+pytestmark = pytest.mark.slow  # every test trains a grid, run after run
+
 
 class Quiet:
     def stage(self, text): ...

@@ -15,17 +15,12 @@ from sqlalchemy import func, select
 from monitor.store import RetentionPolicy, Store, new_run_id
 from monitor.store._schema import RunCellRow, RunModelRow, RunRow, TrialRow
 from monitor.types import CellResult
-from tests.test_pipeline import workspace  # noqa: F401  (a fixture)
-from tests.test_store import T0, model_score, trial, url  # noqa: F401  (url: the store fixture's)
+from tests._store import T0, model_score, trial
+
+# The `store` fixture (SQLite and PostgreSQL) is tests/_store.py's; `workspace` is tests/_pipeline.py's.
 
 HOURS = 6
 RUNS = 12
-
-
-@pytest.fixture
-def store(url: str):  # noqa: F811
-    with Store.open(url) as opened:
-        yield opened
 
 
 def history_cell(model: str, dataset: str, keys: tuple[str, ...]) -> CellResult:
@@ -239,15 +234,16 @@ def test_run_models_carry_their_runs_times(store: Store) -> None:
 # -- with the real pipeline ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_after_a_prune_the_next_run_is_still_all_cached_and_the_cli_shows_the_plan(
-    workspace,  # noqa: F811
+    workspace,
     capsys,
 ) -> None:
     from datetime import UTC, datetime
 
     from monitor.cli import main
+    from tests._pipeline import evaluate
     from tests._workspace import write_snapshot
-    from tests.test_pipeline import evaluate
 
     root, config = workspace
     first, _, store = evaluate(root, config)

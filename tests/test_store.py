@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import JSON, Engine, column, create_engine, insert, inspect, select, table, text, update
+from sqlalchemy import JSON, column, insert, inspect, select, table, text, update
 from sqlalchemy.orm import Session
 
 from monitor.errors import StoreError
@@ -34,75 +33,12 @@ from monitor.store._engine import connect_engine, parse_url
 from monitor.store._migrate import alembic_config, head_revision
 from monitor.store._schema import ModelVersionRow, RunModelRow, RunRow, utcnow
 from monitor.types import CellResult, ModelScore, ModelVersion, TrialResult
-
-T0 = datetime(2026, 11, 1, 6, tzinfo=UTC)
-DIGEST_A = "a1" * 32
-DIGEST_B = "b2" * 32
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        # A folder that does not exist yet: opening the store must create it.
-        return f"sqlite:///{tmp_path / 'state' / 'monitor.db'}"
-    fresh: str = request.getfixturevalue("postgres_fresh_url")
-    return fresh
-
-
-@pytest.fixture
-def store(url: str) -> Iterator[Store]:
-    with Store.open(url) as opened:
-        yield opened
-
-
-def _plain_engine(url: str) -> Engine:
-    """An engine without the store's machinery, to look at the database from outside."""
-    return create_engine(url)
-
-
-def trial(
-    key: str, *, seed: int = 0, score: float | None = 0.9, status: str = "ok", **details: object
-) -> TrialResult:
-    return TrialResult(key=key, seed=seed, status=status, score=score, seconds=1.5, details=details)  # type: ignore[arg-type]
+from tests._store import DIGEST_A, DIGEST_B, T0, cell, model_score, new_run_id_begun, plain_engine, trial
 
 
 def save(store: Store, result: TrialResult, run_id: str) -> None:
     store.save_trial(
         result, run_id=run_id, model="r18", task="defects", dataset="line-a", snapshot="s1", strategy="linear"
-    )
-
-
-def model_score(model: str, persistence: float | None, *, version: str = DIGEST_A[:12]) -> ModelScore:
-    return ModelScore(
-        model=model,
-        version=version,
-        persistence=persistence,
-        stderr=0.01 if persistence is not None else None,
-        spread=0.05 if persistence is not None else None,
-        worst_cell=("defects", "line-b", "full") if persistence is not None else None,
-        worst_cell_score=0.5 if persistence is not None else None,
-        coverage=0.75,
-        cells_planned=4,
-        cells_scored=3,
-        task_scores={"defects": 0.8, "texture": 0.6},
-        dataset_scores={"defects": {"line-b": 0.7, "line-a": 0.9}, "texture": {"dtd": 0.6}},
-        strategy_scores={"linear": 0.75, "full": 0.65},
-    )
-
-
-def cell(model: str, dataset: str, strategy: str, score: float | None, status: str = "ok") -> CellResult:
-    return CellResult(
-        model=model,
-        task="defects",
-        dataset=dataset,
-        snapshot="2026-11-01T06",
-        strategy=strategy,
-        status=status,  # type: ignore[arg-type]
-        score=score,
-        seed_scores=(score, score) if score is not None else (),
-        seconds=2.25,
-        error="CUDA out of memory after 3 retries" if status == "failed" else None,
-        keys=(f"{model}-{dataset}-{strategy}-0", f"{model}-{dataset}-{strategy}-1"),
     )
 
 
@@ -134,7 +70,7 @@ def test_open_migrates_a_fresh_database_to_head(url: str) -> None:
         pass
     if url.startswith("sqlite"):
         assert Path(url.removeprefix("sqlite:///")).is_file()
-    engine = _plain_engine(url)
+    engine = plain_engine(url)
     try:
         with engine.connect() as connection:
             assert MigrationContext.configure(connection).get_current_revision() == head_revision()
@@ -215,7 +151,7 @@ def test_opening_twice_keeps_data_and_migrates_nothing(url: str) -> None:
 
 def test_models_match_the_migrated_schema(store: Store, url: str) -> None:
     # alembic `check`: autogenerate against the migrated database must find nothing to do.
-    engine = _plain_engine(url)
+    engine = plain_engine(url)
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -482,14 +418,6 @@ def test_begin_run_refuses_bad_ids_triggers_plans_and_naive_times(store: Store) 
     assert store.list_runs() != [] and len(store.list_runs()) == 1
 
 
-def new_run_id_begun(store: Store, **fields: object) -> str:
-    run_id = new_run_id()
-    values: dict[str, object] = {"trigger": "schedule", "config_digest": "c", "plan": {}}
-    values.update(fields)
-    store.begin_run(run_id, **values)  # type: ignore[arg-type]
-    return run_id
-
-
 def test_the_triggers_include_startup(store: Store) -> None:
     assert set(RUN_TRIGGERS) == {"cli", "schedule", "poll", "api", "resume", "demo", "startup"}
     run_id = new_run_id_begun(store, trigger="startup")
@@ -720,18 +648,23 @@ def test_run_and_cell_counts(store: Store) -> None:
     assert store.cell_counts() == {"ok": 1, "cached": 2, "diverged": 0, "failed": 1}
 
 
-def test_run_models_keep_the_full_digest_of_a_recorded_version(store: Store, url: str) -> None:
-    store.record_model_version(ModelVersion("r18", "torchvision:resnet18", DIGEST_A, None))
-    run_id = run(
-        store, hours=0, scores=[model_score("r18", 0.8), model_score("vit", 0.5, version="0123456789ab")]
-    )
-    engine = _plain_engine(url)
+def test_run_models_keep_the_full_digest_the_score_carries(store: Store, url: str) -> None:
+    # The digest travels with the score (`ModelScore.digest`, set by the pipeline from the
+    # resolved version): the store keeps what it is given and derives nothing.
+    store.record_model_version(ModelVersion("r18", "torchvision:resnet18", DIGEST_B, None))  # not this one
+    full = dataclasses.replace(model_score("r18", 0.8), version=DIGEST_A[:12], digest=DIGEST_A)
+    unknown = model_score("vit", 0.5, version="unknown")  # a model whose version could not be resolved
+    run_id = run(store, hours=0, scores=[full, unknown])
+    engine = plain_engine(url)
     try:
         with Session(engine) as session:
             rows = session.scalars(select(RunModelRow).where(RunModelRow.run_id == run_id))
-            assert {row.model: row.digest for row in rows} == {"r18": DIGEST_A, "vit": "0123456789ab"}
+            assert {row.model: row.digest for row in rows} == {"r18": DIGEST_A, "vit": ""}
     finally:
         engine.dispose()
+    record = store.get_run(run_id)
+    assert record is not None and [m.digest for m in record.models] == [DIGEST_A, ""]
+    assert record.models[0] == full  # a stored score reads back as it was written, digest included
 
 
 # -- snapshots and model versions ----------------------------------------------------------------
@@ -861,7 +794,7 @@ def test_an_unusable_sqlite_path_raises_a_store_error(tmp_path: Path) -> None:
 def test_a_schema_from_a_newer_version_is_refused(url: str) -> None:
     with Store.open(url):
         pass
-    engine = _plain_engine(url)
+    engine = plain_engine(url)
     try:
         with engine.begin() as connection:
             connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
@@ -876,7 +809,7 @@ def test_a_schema_from_a_newer_version_is_refused(url: str) -> None:
 def test_ping_survives_connections_the_server_dropped(store: Store, url: str) -> None:
     store.ping()
     if url.startswith("postgresql"):
-        engine = _plain_engine(url)
+        engine = plain_engine(url)
         try:
             with engine.begin() as connection:
                 # A server restart or a proxy timeout kills pooled connections: pre-ping heals them.
@@ -904,7 +837,7 @@ def test_an_unreachable_server_fails_ping_with_a_store_error() -> None:
 
 
 def test_database_errors_at_run_time_become_store_errors(store: Store, url: str) -> None:
-    engine = _plain_engine(url)
+    engine = plain_engine(url)
     try:
         with engine.begin() as connection:
             connection.execute(text("DROP TABLE counters"))

@@ -1,6 +1,6 @@
 """Alert states and the notification outbox of the result store, on SQLite and PostgreSQL.
 
-The backends and helpers are those of tests/test_store.py.
+The backends (the `url` and `store` fixtures) and the helpers are those of tests/_store.py.
 """
 
 from __future__ import annotations
@@ -24,12 +24,7 @@ from monitor.store import AlertState, Base, OutboxItem, Store, new_run_id
 from monitor.store._engine import connect_engine, parse_url
 from monitor.store._migrate import alembic_config, head_revision
 from monitor.store._schema import OutboxRow, utcnow
-from tests import test_store
-from tests.test_store import T0, _plain_engine, cell, model_score, new_run_id_begun
-
-# The backends of tests/test_store.py: SQLite in tmp_path, and a real PostgreSQL.
-url = test_store.url
-store = test_store.store
+from tests._store import T0, cell, model_score, new_run_id_begun, plain_engine
 
 EVENT = {
     "type": "firing",
@@ -90,7 +85,7 @@ def without_updated_at(states: list[AlertState]) -> list[AlertState]:
 
 
 def test_revision_0003_creates_the_alert_tables_and_matches_the_models(store: Store, url: str) -> None:
-    engine = _plain_engine(url)
+    engine = plain_engine(url)
     try:
         with engine.connect() as connection:
             assert MigrationContext.configure(connection).get_current_revision() == head_revision()
@@ -425,6 +420,7 @@ def test_two_dispatchers_never_claim_the_same_item(url: str) -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_a_claim_skips_rows_another_claim_holds_on_postgresql(postgres_fresh_url: str) -> None:
     with Store.open(postgres_fresh_url) as store:
         ids = enqueue(store, delivery(n=0), delivery(n=1))

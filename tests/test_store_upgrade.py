@@ -86,7 +86,7 @@ def to_postgres(sqlite_path: Path, url: str) -> None:
         source.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.slow])])
 def v01_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     path = unpack(tmp_path)
     if request.param == "sqlite":

@@ -67,6 +67,7 @@ def refused_by_all(
     ("where", "token"),
     [("file", ""), ("file", "   "), ("env", ""), ("env", "tok-SECRET-1\n")],
 )
+@pytest.mark.slow  # real check-config, run-once and serve processes
 def test_an_empty_or_padded_api_token_is_a_config_error_everywhere(tmp_path, where, token):
     if where == "file":
         config, env = workspace(tmp_path, server={"api_token": token}), None
@@ -121,6 +122,7 @@ def test_an_empty_bearer_credential_never_matches(tmp_path):
         store.close()
 
 
+@pytest.mark.slow  # real check-config, run-once and serve processes
 def test_check_config_refuses_the_notifier_urls_serve_and_run_once_refuse(tmp_path):
     notifiers = [
         {"name": "hook", "kind": "webhook", "url": "not a url"},
@@ -137,6 +139,7 @@ def test_check_config_refuses_the_notifier_urls_serve_and_run_once_refuse(tmp_pa
         assert "SECRET" not in output and "configuration ok" not in output
 
 
+@pytest.mark.slow  # real check-config, run-once and serve processes
 def test_a_json_override_that_is_not_json_names_its_own_variable(tmp_path):
     config = workspace(tmp_path)
     env = {"PM_ALERTS__NOTIFIERS": "[{name: x, kind: log}]", "PM_SEEDS": "0,1"}

@@ -39,9 +39,9 @@ from monitor.settings import DatasetSpec, TaskSpec, load_settings
 from monitor.sources import SnapshotCandidate, SnapshotLimits, list_snapshots, materialize
 from monitor.store import Store
 from monitor.types import CellResult, SnapshotInfo
+from tests._files import write_tree
+from tests._pipeline import Recorder
 from tests._workspace import basic_config, write_config, write_snapshot
-from tests.test_data_prepare import _tree
-from tests.test_pipeline import Recorder
 
 REPO = Path(__file__).resolve().parents[2]
 LINEAR = {"name": "lin", "mode": "linear", "lr": 0.1, "epochs": 3, "batch_size": 16}
@@ -125,6 +125,7 @@ def _damage_in_place(path: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize(("damaged", "how"), [("test_x.npy", "zero"), ("test_y.npy", "labels")])
+@pytest.mark.slow  # trains
 def test_a_decoded_cache_damaged_in_place_is_rebuilt_before_anything_trains_on_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, damaged: str, how: str
 ) -> None:
@@ -181,7 +182,7 @@ def _task() -> TaskSpec:
 def test_a_cache_entry_without_a_checksum_is_decoded_again_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = _tree(tmp_path / "snap", GOOD)
+    root = write_tree(tmp_path / "snap", GOOD)
     first = prepare_snapshot(_info(root), _task(), 8, cache_dir=tmp_path / "cache")
     meta_path = first.path / "meta.json"
     meta = json.loads(meta_path.read_text())
@@ -202,7 +203,7 @@ def test_a_cache_entry_without_a_checksum_is_decoded_again_once(
 
 
 def test_a_worker_refuses_decoded_data_damaged_after_it_was_prepared(tmp_path: Path) -> None:
-    root = _tree(tmp_path / "snap", GOOD)
+    root = write_tree(tmp_path / "snap", GOOD)
     prepared = prepare_snapshot(_info(root), _task(), 8, cache_dir=tmp_path / "cache")
     _damage_in_place(prepared.path / "train_x.npy", "zero")
     with pytest.raises(DataError, match=r"train_x\.npy.*checksum"):
@@ -212,6 +213,7 @@ def test_a_worker_refuses_decoded_data_damaged_after_it_was_prepared(tmp_path: P
 # -- 2. a remembered rejection names its own dataset --------------------------------------------------
 
 
+@pytest.mark.slow  # trains
 def test_a_byte_identical_bad_snapshot_is_reported_under_each_dataset_that_holds_it(tmp_path: Path) -> None:
     config = _workspace(tmp_path, datasets=("a", "b"))
     for name in ("a", "b"):
@@ -243,7 +245,10 @@ def test_a_remembered_rejection_is_not_decoded_again_and_names_the_snapshot_it_i
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     files: dict[str, int | bytes] = {"train/a/1.png": 1, "train/b/2.png": b"broken", "test/a/3.png": 3}
-    first_root, second_root = _tree(tmp_path / "one" / "s1", files), _tree(tmp_path / "two" / "s9", files)
+    first_root, second_root = (
+        write_tree(tmp_path / "one" / "s1", files),
+        write_tree(tmp_path / "two" / "s9", files),
+    )
     digest = "c" * 64  # byte-identical content: one digest, one cache key
     with pytest.raises(SnapshotRejected):
         prepare_snapshot(_info(first_root, digest=digest), _task(), 8, cache_dir=tmp_path / "cache")
@@ -366,7 +371,7 @@ def test_a_rejected_archive_bomb_does_not_stay_extracted(tmp_path: Path) -> None
 
     assert not any(p for p in (tmp_path / "state" / "snapshots").iterdir())
     # A directory snapshot belongs to its producer: releasing it never deletes anything.
-    folder = _tree(tmp_path / "src" / "s2", GOOD)
+    folder = write_tree(tmp_path / "src" / "s2", GOOD)
     directory = SnapshotCandidate("t", "d", "s2", str(folder), "directory", None, 1.0, str(folder.parent))
     release_snapshot(materialize(directory, state_dir=tmp_path / "state"), state_dir=tmp_path / "state")
     assert (folder / "train" / "cat" / "1.png").is_file()
@@ -378,7 +383,7 @@ def test_a_snapshot_that_vanishes_while_it_is_decoded_is_retried_not_rejected(
     """What a concurrent run sees when its snapshot is released under it: a retry, nothing remembered."""
     import monitor.data._decode as decode_module
 
-    root = _tree(tmp_path / "snap", GOOD)
+    root = write_tree(tmp_path / "snap", GOOD)
     real = decode_module.decode_image
     moved = tmp_path / "moved-away"
 
@@ -398,7 +403,7 @@ def test_a_snapshot_that_vanishes_while_it_is_decoded_is_retried_not_rejected(
 
 
 def test_a_169_megapixel_png_is_skipped_as_undecodable_with_the_reason(tmp_path: Path) -> None:
-    root = _tree(tmp_path / "snap", GOOD)
+    root = write_tree(tmp_path / "snap", GOOD)
     Image.new("1", (13_000, 13_000)).save(root / "train" / "cat" / "huge.png")  # 169 MP, a small file
 
     prepared = prepare_snapshot(_info(root), _task(), 8, cache_dir=tmp_path / "cache")
@@ -412,7 +417,7 @@ def test_a_169_megapixel_png_is_skipped_as_undecodable_with_the_reason(tmp_path:
 def test_the_pixel_cap_is_a_setting(tmp_path: Path) -> None:
     assert load_settings(_minimal_config(tmp_path)).limits.max_image_pixels == 40_000_000
     limit = load_settings(_minimal_config(tmp_path, limits={"max_image_pixels": 100})).limits.max_image_pixels
-    root = _tree(tmp_path / "snap", {**GOOD, "train/dog/big.png": 0})
+    root = write_tree(tmp_path / "snap", {**GOOD, "train/dog/big.png": 0})
     Image.new("RGB", (20, 10)).save(root / "train" / "dog" / "big.png")  # 200 pixels, over 100
     for rel in GOOD:
         Image.new("RGB", (10, 10)).save(root / rel)  # 100 pixels: at the limit, decoded
@@ -498,6 +503,7 @@ def _assert_no_raw_controls(text: str) -> None:
     assert not any(line.startswith("2026-12-01") for line in text.splitlines()), text
 
 
+@pytest.mark.slow  # trains
 def test_names_from_data_reach_the_log_escaped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     config = _hostile_workspace(tmp_path)
     with caplog.at_level(logging.DEBUG, logger="monitor"):

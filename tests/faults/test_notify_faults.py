@@ -17,9 +17,9 @@ import pytest
 
 from monitor.notifiers import Dispatcher
 from monitor.store import Store
+from tests._outbox import enqueue, item, notifiers
 from tests._receivers import Receiver, Recorded, Reply, alert_event
 from tests._services import wait_until
-from tests.test_notifiers_dispatcher import enqueue, item, notifiers
 
 
 @pytest.fixture
@@ -56,6 +56,7 @@ class _TimedReceiver(Receiver):
 # -- Defect A: one slow receiver held up every other notifier; backoff counted from the start ----
 
 
+@pytest.mark.slow  # a receiver that hangs for seconds
 def test_a_hanging_receiver_does_not_delay_another_notifiers_deliveries_or_retries(store, client):
     hang_timeout = 3.0  # the hanging receiver answers after 6 s; its notifier gives up after 3 s
     with (
@@ -94,6 +95,7 @@ def test_a_hanging_receiver_does_not_delay_another_notifiers_deliveries_or_retri
     assert f"no answer within {hang_timeout:g}s" in waiting.last_error
 
 
+@pytest.mark.slow  # a receiver that answers slowly, real backoffs between its attempts
 def test_backoff_is_counted_from_the_end_of_the_failed_attempt(store, client):
     backoff = 0.4  # the jitter-free backoff: each retry waits exactly this long
     answer_after = 0.6  # each failing attempt takes longer than the backoff
@@ -160,7 +162,7 @@ def test_drops_for_a_notifier_no_longer_configured_are_on_metrics(tmp_path, stor
     from prometheus_client import CollectorRegistry
 
     from monitor.metrics import StoreCollector
-    from tests.test_api_metrics import settings_for
+    from tests._api import settings_for
 
     enqueue(store, "old-pager")
     assert Dispatcher(store, {}).drain(5.0)  # no notifier configured at all: still dropped

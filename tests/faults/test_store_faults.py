@@ -21,10 +21,11 @@ import yaml
 
 from monitor.errors import StoreError, StoreGone
 from monitor.store import Store, new_run_id
+from tests._daemon import TOKEN, run_keys, workspace
 from tests._services import DaemonProcess, wait_until
 from tests._workspace import write_config
-from tests.test_daemon import TOKEN, workspace
-from tests.test_daemon import _keys as run_keys
+
+pytestmark = pytest.mark.slow  # daemon processes that train, a PostgreSQL restarted mid-run
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SLOW_GRID = [
