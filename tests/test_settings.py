@@ -187,9 +187,25 @@ def test_seeds_must_fit_a_generator(tmp_path, minimal):
     assert "seeds[1]" in dict(problems(tmp_path, minimal))
 
 
-def test_an_executor_that_is_not_built_yet_is_a_config_error(tmp_path, minimal):
+def test_the_ray_executor_settings(tmp_path, minimal):
     minimal["executor"] = {"kind": "ray"}
-    assert "only 'local' is available" in dict(problems(tmp_path, minimal))["executor.kind"]
+    executor = load(tmp_path, minimal).executor
+    assert (executor.kind, executor.address, executor.gpus_per_worker, executor.cpus_per_worker) == (
+        "ray",
+        None,
+        1.0,
+        1.0,
+    )
+    assert (executor.max_workers, executor.runtime_env) == (None, None)
+    for address in ("auto", "10.0.0.5:6379", "ray://head.ray.svc:10001", "[::1]:6379"):
+        minimal["executor"] = {"kind": "ray", "address": address}
+        assert load(tmp_path, minimal).executor.address == address
+    minimal["executor"] = {"kind": "ray", "address": "head.ray.svc", "max_workers": 0, "cpus_per_worker": 0}
+    found = dict(problems(tmp_path, minimal))
+    assert "ray://host:port" in found["executor.address"]
+    assert {"executor.max_workers", "executor.cpus_per_worker"} <= found.keys()
+    minimal["executor"] = {"kind": "spark"}
+    assert "executor.kind" in dict(problems(tmp_path, minimal))
 
 
 def test_precision_is_auto_fp32_or_bf16(tmp_path, minimal, monkeypatch):

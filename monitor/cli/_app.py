@@ -283,17 +283,13 @@ def _build_demo_elsewhere(root: Path) -> None:
 
 
 def _run_once(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from ..engine import EngineOptions, LocalExecutor
+    from ..engine import build_executor
     from ..pipeline import run_document, run_evaluation
     from ._console import ProgressObserver, render_report
 
     settings = _settings(args, err)
     store = Store.open(settings.resolved_database_url)
-    executor = LocalExecutor(
-        settings.device,
-        cell_timeout=settings.executor.cell_timeout,
-        options=EngineOptions.from_settings(settings.executor),
-    )
+    executor = build_executor(settings)
     executor.start(wait=False)  # the worker imports torch while sources are resolved
     run_id = uuid.uuid4().hex
     started = time.monotonic()

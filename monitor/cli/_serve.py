@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from ..api import create_app
 from ..daemon import Daemon
-from ..engine import EngineOptions, LocalExecutor
+from ..engine import build_executor
 from ..notifiers import build_notifiers, new_http_client
 from ..settings import Settings
 from ..store import Store
@@ -58,11 +58,7 @@ def serve(settings: Settings, *, feed: Callable[[], None] | None = None, feed_ev
     """Run the daemon until SIGTERM/SIGINT; returns the exit code."""
     registry = CollectorRegistry(auto_describe=True)
     store = Store.open(settings.resolved_database_url)
-    executor = LocalExecutor(
-        settings.device,
-        cell_timeout=settings.executor.cell_timeout,
-        options=EngineOptions.from_settings(settings.executor),
-    )
+    executor = build_executor(settings)
     client = new_http_client()
     notifiers = build_notifiers(settings.alerts.notifiers, client)
     daemon = Daemon(settings, store, executor, registry=registry, notifiers=notifiers)

@@ -138,18 +138,21 @@ def _worker_count(value: object) -> object:
     return count
 
 
+_RAY_ADDRESS = re.compile(r"^(auto|ray://[^\s/]+(:\d+)?|[A-Za-z0-9_.\[\]:-]+:\d+)$")
+
+
 class ExecutorSettings(_Strict):
+    # local: one worker process per device on this machine; ray: actors on a Ray cluster
+    # (pip install 'persistence-monitor[ray]'; README "Scaling out").
     kind: Literal["local", "ray"] = "local"
-
-    @field_validator("kind")
-    @classmethod
-    def _available(cls, value: str) -> str:
-        if value != "local":  # "ray" is in the contract; its executor is not built yet
-            raise ValueError("only 'local' is available in this release (one worker per device)")
-        return value
-
-    address: str | None = None  # ray only
-    gpus_per_worker: float = Field(1.0, gt=0)  # ray only
+    # ray: null starts a local Ray instance on 127.0.0.1; "auto" follows RAY_ADDRESS; "host:port"
+    # joins a cluster from one of its nodes; "ray://host:10001" connects through Ray Client.
+    address: str | None = None
+    gpus_per_worker: float = Field(1.0, gt=0)  # ray: GPUs per actor (fractions share a GPU)
+    cpus_per_worker: float = Field(1.0, gt=0)  # ray: CPUs per actor (its torch threads on CPU actors)
+    max_workers: int | None = Field(None, ge=1)  # ray: at most this many actors (null: as the cluster allows)
+    # ray: the job's runtime environment (pip, working_dir, env_vars, ...), as `ray.init` takes it
+    runtime_env: dict[str, Any] | None = None
     # A trial that runs longer than this is abandoned, its worker replaced, and the cell failed.
     cell_timeout: Seconds = 3600.0
     # Stack partial/full fine-tunes that differ only by seed/lr/weight decay into one vmapped
@@ -169,6 +172,14 @@ class ExecutorSettings(_Strict):
     # more cores (measured on 2 cores: two 1-thread workers beat one 2-thread worker by 11-33%
     # per step). Each worker holds its own model and data: 1 halves the memory.
     cpu_workers: Annotated[Literal["auto"] | int, BeforeValidator(_worker_count)] = "auto"
+
+    @field_validator("address")
+    @classmethod
+    def _ray_address(cls, value: str | None) -> str | None:
+        if value is not None and not _RAY_ADDRESS.match(value):
+            raise ValueError("expected null (a local Ray instance), auto, host:port or ray://host:port")
+        return value
+
     # On SIGTERM the running fine-tune may finish within this time; then it is abandoned (and
     # redone when the interrupted run resumes at the next start).
     shutdown_grace: Seconds = 30.0

@@ -4,7 +4,7 @@ from ._augment import Augmenter, augmenter
 from ._chain import Chain, find_chain
 from ._device import Runtime, resolve_devices, runtime_for
 from ._finetune import Feed, finetune, image_feed, set_trainable
-from ._group import ModelCache, activation_feed, run_group
+from ._group import ModelCache, activation_feed, release_memory, run_group, use_threads
 from ._linear import extract_features, train_linear_heads
 from ._metrics import METRICS, score_predictions
 from ._optim import BatchedAdamW, BatchedSGD, init_head
@@ -30,6 +30,7 @@ __all__ = [
     "finetune",
     "image_feed",
     "init_head",
+    "release_memory",
     "resolve_devices",
     "run_group",
     "runtime_for",
@@ -37,4 +38,5 @@ __all__ = [
     "serve",
     "set_trainable",
     "train_linear_heads",
+    "use_threads",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from ._linear import extract_features, train_linear_heads
 from ._optim import schedule_of
 from ._tensors import GroupData
 
-__all__ = ["ModelCache", "run_group"]
+__all__ = ["ModelCache", "release_memory", "run_group", "use_threads"]
 
 log = logging.getLogger(__name__)
 Emit = Callable[[ToParent], None]
@@ -196,6 +197,17 @@ def _run_finetunes(
                 emit(Result(_run_finetune(backbone, master, data, trial, metric, runtime, feed)))
     finally:
         backbone.module.load_state_dict(master)  # the cached model must stay the deployed one
+
+
+def release_memory() -> None:
+    """Give back what a finished group held (its data, activations, optimizer state) to the device.
+
+    A reused worker (a Ray actor, a local worker) runs many groups: without this, CUDA's caching
+    allocator keeps the previous group's peak reserved. The cached model stays (`ModelCache`).
+    """
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def use_threads(n: int) -> None:
