@@ -51,8 +51,8 @@ from torch import nn
 
 from benchmarks import baseline
 from benchmarks.baseline import BaselineResult
-from monitor.engine import EngineOptions, InlineExecutor, LocalExecutor
-from monitor.engine._executor import cpu_count
+from monitor.engine import EngineOptions, Executor, InlineExecutor, LocalExecutor
+from monitor.engine._options import cpu_count
 from monitor.pipeline import run_evaluation
 from monitor.settings import Settings
 from monitor.store import Store
@@ -208,23 +208,40 @@ class EngineResult:
     new_snapshot: float  # one dataset got a new snapshot: only its cells run again
     new_snapshot_trials: int
     peak_rss_mib: float
+    trials_run: int = 0
+    groups: int = 0  # work groups of the first run (one model: one per dataset snapshot)
 
 
-def run_engine(settings: Settings, *, inline: bool, options: EngineOptions) -> EngineResult:
+def run_engine(
+    settings: Settings, *, inline: bool, options: EngineOptions, executor_kind: str = "local"
+) -> EngineResult:
     store = Store.open(settings.resolved_database_url)
-    executor = (
-        InlineExecutor(settings.device, options)
-        if inline
-        else LocalExecutor(settings.device, cell_timeout=settings.executor.cell_timeout, options=options)
-    )
+    executor: Executor
+    if executor_kind == "ray":
+        from monitor.engine._ray import RayExecutor
+
+        # as many actors as local CPU workers, each with its share of the cores: the same machine
+        workers = max(1, options.cpu_workers) if settings.device == "cpu" else None
+        executor = RayExecutor(
+            cpus_per_worker=cpu_count() / workers if workers else 1.0,
+            max_workers=workers,
+            cell_timeout=settings.executor.cell_timeout,
+            options=options,
+            cpu_only=settings.device == "cpu",
+        )
+    elif inline:
+        executor = InlineExecutor(settings.device, options)
+    else:
+        executor = LocalExecutor(
+            settings.device, cell_timeout=settings.executor.cell_timeout, options=options
+        )
     modes = {s.name: s.mode for s in settings.strategies}
     epochs = {s.name: s.epochs for s in settings.strategies}
     seconds: dict[str, float] = defaultdict(float)
     images: dict[str, int] = defaultdict(int)
     try:
         start = time.perf_counter()
-        if isinstance(executor, LocalExecutor):
-            executor.start(wait=False)  # as the CLI does
+        executor.start(wait=False)  # as the CLI does
         observer = _Quiet()
         report = run_evaluation(settings, store, executor, trigger="cli", observer=observer)
         total = time.perf_counter() - start
@@ -240,6 +257,7 @@ def run_engine(settings: Settings, *, inline: bool, options: EngineOptions) -> E
             if inline
             else _worker_peak_rss(executor)
         )
+        groups = report.trials_run and len({(c.task, c.dataset) for c in report.models[0].cells})
     finally:
         executor.close()
         store.close()
@@ -271,6 +289,8 @@ def run_engine(settings: Settings, *, inline: bool, options: EngineOptions) -> E
         new_snapshot,
         newer.trials_run,
         peak_rss,
+        report.trials_run,
+        groups,
     )
 
 
@@ -476,6 +496,51 @@ def compare_scores(baseline: BaselineResult, engine: EngineResult) -> dict[str, 
     }
 
 
+def ray_overhead(
+    settings: Settings, options: EngineOptions, local: EngineResult, workdir: Path
+) -> dict[str, Any]:
+    """The same grid on Ray (a fresh state, the same sources): its cost beyond the local executor.
+
+    The Ray run starts a local Ray instance and its actors (as `executor: {kind: ray}` with
+    `address: null` does), ships each snapshot and the weights through the object store, and
+    streams every result back: all of that is in its wall time.
+    """
+    fresh = settings.model_copy(update={"state_dir": workdir / "state-ray", "database_url": None})
+    on_ray = run_engine(fresh, inline=False, options=options, executor_kind="ray")
+    trials, groups = on_ray.trials_run, on_ray.groups
+    extra = on_ray.total - local.total
+    figures = {
+        "local_first_run_s": local.total,
+        "ray_first_run_s": on_ray.total,
+        "ray_repeat_s": on_ray.repeat,
+        "local_repeat_s": local.repeat,
+        "trials": trials,
+        "groups": groups,
+        "overhead_per_trial_s": extra / trials if trials else None,
+        "overhead_per_group_s": extra / groups if groups else None,
+        # a run with the executor warm: one dataset with a new snapshot (one work group) re-runs
+        "warm_local_s": local.new_snapshot,
+        "warm_ray_s": on_ray.new_snapshot,
+        "warm_trials": on_ray.new_snapshot_trials,
+        "warm_overhead_per_trial_s": (on_ray.new_snapshot - local.new_snapshot) / on_ray.new_snapshot_trials
+        if on_ray.new_snapshot_trials
+        else None,
+    }
+    print()
+    print(
+        f"ray: first run {on_ray.total:.1f}s vs local {local.total:.1f}s ({trials} fine-tunes in {groups} work "
+        f"groups): {extra:+.1f}s, {figures['overhead_per_trial_s'] or 0:+.3f}s a fine-tune, "
+        f"{figures['overhead_per_group_s'] or 0:+.2f}s a group (Ray start-up and actors included)"
+    )
+    print(
+        f"ray, warm (one dataset with a new snapshot, {on_ray.new_snapshot_trials} fine-tunes): "
+        f"{on_ray.new_snapshot:.1f}s vs local {local.new_snapshot:.1f}s, "
+        f"{figures['warm_overhead_per_trial_s'] or 0:+.3f}s a fine-tune"
+    )
+    print(f"ray: repeated run with unchanged inputs {on_ray.repeat:.2f}s vs local {local.repeat:.2f}s")
+    return figures
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:6.1f}x" if b > 0 else "   n/a"
 
@@ -504,6 +569,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--mfu-compile", action="store_true", help="also measure that MFU with torch.compile (GPU)"
+    )
+    parser.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: also run the engine on a local Ray instance and report Ray's overhead per trial and group",
     )
     parser.add_argument("--workdir", type=Path, default=None, help="keep the workspace here")
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this file")
@@ -618,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
         "persistence_difference_se": agreement["persistence_difference_se"],
         "linear_heads_memory": memory,
     }
+    if args.executor == "ray":
+        figures["ray"] = ray_overhead(settings, options, engine, workdir)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     if args.mfu or args.mfu_compile:
