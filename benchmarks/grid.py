@@ -312,7 +312,10 @@ def _publish_new_snapshot(settings: Settings) -> None:
     import shutil
 
     source = Path(settings.tasks[0].datasets[0].source)
-    new = source / "2026-11-02T00"
+    day = 2
+    while (source / f"2026-11-{day:02d}T00").exists():  # (a second engine run publishes another)
+        day += 1
+    new = source / f"2026-11-{day:02d}T00"
     shutil.copytree(source / "2026-11-01T00", new)
     first = sorted((new / "train").rglob("*.png"))[0]
     Image.open(first).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(first)
