@@ -77,6 +77,34 @@ class Executor(Protocol):
     def close(self, timeout: float = 10.0) -> None: ...
 
 
+def recover(
+    group: WorkGroup,
+    remaining: dict[str, TrialSpec],
+    running: set[str],
+    crashes: dict[str, int],
+    reason: str,
+    on_result: ResultCallback,
+) -> WorkGroup | None:
+    """After the worker running `group` died or hung: fail what it was running, keep the rest.
+
+    The trials in `running` fail with `reason`. When nothing was running, the group itself
+    breaks its worker (e.g. loading the model): it is retried once in a fresh worker, then all
+    of it fails (`crashes` counts per group id). Returns the group of the trials to run again,
+    or None; `remaining` is emptied.
+    """
+    failed = [remaining.pop(k) for k in list(running) if k in remaining]
+    if not failed:
+        crashes[group.id] = crashes.get(group.id, 0) + 1
+        if crashes[group.id] >= 2:
+            failed = list(remaining.values())
+            remaining.clear()
+    for trial in failed:
+        on_result(trial, failed_result(trial, reason))
+    rest = tuple(remaining.values())
+    remaining.clear()
+    return dataclasses.replace(group, trials=rest) if rest else None
+
+
 class InlineExecutor:
     """Runs groups in this process (tests, benchmarks, `--inline`); imports torch on first use."""
 
@@ -391,18 +419,9 @@ class LocalExecutor:
             return
         log.warning("work group %s: %s", group.id, reason)
         self._kill(worker)
-        running = [worker.remaining.pop(k) for k in list(worker.running) if k in worker.remaining]
-        if not running:
-            # Nothing was running: the group itself breaks the worker (e.g. loading the model).
-            # Retry once in a fresh worker, then give up on the whole group.
-            self._crashes[group.id] = self._crashes.get(group.id, 0) + 1
-            if self._crashes[group.id] >= 2:
-                running = list(worker.remaining.values())
-                worker.remaining.clear()
-        for trial in running:
-            on_result(trial, failed_result(trial, reason))
-        if worker.remaining:
-            queue.appendleft(dataclasses.replace(group, trials=tuple(worker.remaining.values())))
+        rest = recover(group, worker.remaining, worker.running, self._crashes, reason, on_result)
+        if rest is not None:
+            queue.appendleft(rest)
         self._respawn(worker)
 
     # -- processes ----------------------------------------------------------------------------

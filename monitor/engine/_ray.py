@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Cancelled, ConfigError, MonitorError
+from ._executor import recover
 from ._messages import Done, GroupFailed, Result, Started, ToParent, failed_result, failure_text
 from ._options import EngineOptions
 from ._plan import TrialSpec, WorkGroup
@@ -436,16 +437,9 @@ class RayExecutor:
             slot.handle = self._new_actor(ray)
             return
         log.warning("work group %s: %s", group.id, reason)
-        running = [slot.remaining.pop(k) for k in list(slot.running) if k in slot.remaining]
-        if not running:  # nothing was running: the group itself breaks the actor; retry once
-            self._crashes[group.id] = self._crashes.get(group.id, 0) + 1
-            if self._crashes[group.id] >= 2:
-                running = list(slot.remaining.values())
-                slot.remaining.clear()
-        for trial in running:
-            on_result(trial, failed_result(trial, reason))
-        if slot.remaining:
-            todo.appendleft(dataclasses.replace(group, trials=tuple(slot.remaining.values())))
+        rest = recover(group, slot.remaining, slot.running, self._crashes, reason, on_result)
+        if rest is not None:
+            todo.appendleft(rest)
         slot.group, slot.remaining, slot.running = None, {}, set()
         slot.deadline = float("inf")
         slot.handle = self._new_actor(ray)
