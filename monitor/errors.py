@@ -17,6 +17,7 @@ Messages never contain secret values.
     │                            `failed` cell; never raised past the executor)
     ├── DeliveryError            one attempt to deliver a notification failed (retryable or not)
     └── Cancelled                the run was stopped on purpose (shutdown); it is resumed later
+        └── RunTakenOver         another daemon leads now and has taken the run over (HA)
 
 Everything persistence-monitor raises on purpose is one of these (a test holds every public
 error class to it); anything else reaching a user is a bug.
@@ -33,6 +34,7 @@ __all__ = [
     "DeviceError",
     "ModelError",
     "MonitorError",
+    "RunTakenOver",
     "SnapshotRejected",
     "SourceError",
     "StoreError",
@@ -127,3 +129,11 @@ class DeliveryError(MonitorError):
 
 class Cancelled(MonitorError):
     """A run was stopped on purpose (the daemon is shutting down). It stays resumable."""
+
+
+class RunTakenOver(Cancelled):
+    """Another daemon took the lead and the run over (HA): this one must not write its outcome.
+
+    Raised by `Store.finish_run(..., owner=)` when the run's owner is no longer the caller, and
+    by a daemon that lost its lease mid-run. The new leader resumes and finishes the run.
+    """

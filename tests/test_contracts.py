@@ -256,10 +256,9 @@ DESIGN_METRICS: dict[str, set[str]] = {
     "persistence_transferability_score": {"model", "task", "dataset", "estimator"},
     "persistence_store_pruned_total": {"what"},
 }
-# Listed in DESIGN.md but not exported yet (no HA leader lease, no early-warning estimators): each
+# Listed in DESIGN.md but not exported yet (no early-warning estimators): each
 # test below fails the day one of them is exported, so that it moves into the pinned set.
 NOT_EXPORTED_YET = {
-    "persistence_leader": "HA on PostgreSQL (a leader lease) is not built yet",
     "persistence_transferability_score": "early_warning estimators are not built yet",
 }
 # Exported beyond DESIGN.md (README's metrics table): an extension, pinned as well.

@@ -77,8 +77,8 @@ def test_open_migrates_a_fresh_database_to_head(url: str) -> None:
             tables = set(inspect(connection).get_table_names())
         assert {"runs", "run_models", "run_cells", "trials", "snapshots", "model_versions"} <= tables
         assert {"alert_states", "outbox", "notification_counts"} <= tables
-        assert {"run_plans", "counters"} <= tables
-        assert head_revision() == "0005"
+        assert {"run_plans", "counters", "leases", "run_requests"} <= tables
+        assert head_revision() == "0006"
         with engine.connect() as connection:
             columns = {c["name"]: c for c in inspect(connection).get_columns("runs")}
         assert {"owner", "heartbeat_at"} <= set(columns) and "plan" not in columns

@@ -8,10 +8,19 @@
 Jobs only enqueue and return, so they never overlap an evaluation; `max_instances=1` and
 `coalesce` still guard them, and every scheduler event is counted. The daemon process never
 imports torch.
+
+Several daemons may share one PostgreSQL store (DESIGN.md §2, high availability). The one that
+holds the lease "leader" (`_leader`) schedules, polls, judges the clock rules and evaluates; the
+others are standbys that serve the pages, the API and `/metrics` from the shared store, and queue
+`POST /api/v1/runs` through the store for the leader. When the leader's lease lapses (SIGKILL, a
+lost host) a standby takes it, resumes the run the leader left, and runs what was queued. A
+SQLite store takes one daemon: a second one is refused at start. Every daemon delivers the
+outbox: its claims keep two dispatchers from sending the same notification.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -32,14 +41,15 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import CollectorRegistry
 
-from ..engine import Executor
+from ..engine import Executor, build_executor
 from ..errors import Cancelled, MonitorError, StoreError, StoreGone
 from ..metrics import DaemonMetrics, ExtraGauges, StoreCollector
 from ..notifiers import AlertmanagerNotifier, Dispatcher, Notifier
 from ..pipeline import LoggingObserver, RunReport, evaluate_time_rules, prune_store, run_evaluation
 from ..settings import Settings
-from ..store import Store
+from ..store import Lease, Store, new_run_id
 from ._fingerprint import inputs_fingerprint
+from ._leader import Leadership
 from ._owner import current_owner, is_interrupted
 from ._queue import EvaluationQueue
 
@@ -59,6 +69,8 @@ _EVALUATE_MISFIRE_GRACE = 3600
 _HEARTBEAT_SECONDS = 60
 # The first retention pass waits for the start-up evaluation to get going, then runs every interval.
 _PRUNE_FIRST_DELAY = timedelta(minutes=2)
+# How often the leader looks for runs queued through the store (by a standby).
+_CLAIM_SECONDS = 2.0
 
 
 class Daemon:
@@ -73,14 +85,22 @@ class Daemon:
         registry: CollectorRegistry,
         notifiers: dict[str, Notifier] | None = None,
         extra_metrics: list[ExtraGauges] | None = None,
+        make_executor: Callable[[], Executor] | None = None,
     ) -> None:
+        """`make_executor` builds a fresh executor when this daemon leads again after it lost the
+        lead (the old one was cancelled); the default builds the configured one."""
         self.settings = settings
         self.notifiers = notifiers or {}
         # Built even without notifiers: it drops what earlier configurations left in the outbox.
         self.dispatcher: Dispatcher | None = Dispatcher(store, self.notifiers)
         self.store = store
         self.executor = executor
+        self._make_executor = make_executor or (lambda: build_executor(settings))
+        self._executor_spent = False  # cancelled when this daemon lost the lead
         self.owner = current_owner()
+        self.leadership = Leadership(store, self.owner, settings.schedule.lease_ttl)
+        self.leading = threading.Event()
+        self._transition = threading.Lock()  # promotion and stepping down, one at a time
         self.metrics = DaemonMetrics(registry)
         registry.register(StoreCollector(store, settings, extra=extra_metrics or []))
         self.queue = EvaluationQueue()
@@ -111,27 +131,22 @@ class Daemon:
         self._extra_jobs.append((func, trigger, job_id))
 
     def start(self) -> None:
-        self.executor.start(wait=False)  # the worker imports torch while the first run resolves
-        configured = {
-            (m.name, r.name)
-            for m in self.settings.models
-            for r in self.settings.alerts.rules
-            if r.models is None or m.name in r.models
-        }
-        if removed := self.store.delete_alert_states(configured):
-            log.info("forgot %d alert state(s) of rules or models no longer configured", removed)
-        if not self._resume_interrupted():
-            self.request("startup")  # a new daemon evaluates at once (cheap when nothing changed)
+        """Take the lead if nobody has it (else stand by), start the scheduler, the runner and delivery.
+
+        Raises StoreError when the store is SQLite and another daemon runs on it.
+        """
+        lease = self._first_lease()
         poll = self.settings.schedule.poll
+        leading = self._leader_only
         self.scheduler.add_job(
-            self._evaluate_job,
+            leading(self._evaluate_job),
             CronTrigger.from_crontab(self.settings.schedule.evaluate, timezone=UTC),
             id="evaluate",
             misfire_grace_time=_EVALUATE_MISFIRE_GRACE,
         )
         # A late poll is fine, two in a row pointless: the grace is one interval.
         self.scheduler.add_job(
-            self.poll,
+            leading(self.poll),
             IntervalTrigger(seconds=poll, timezone=UTC),
             id="poll",
             misfire_grace_time=max(1, int(poll)),
@@ -141,25 +156,40 @@ class Daemon:
         )
         # Rules that change with the clock (stale) are judged every minute, runs or not.
         self.scheduler.add_job(
-            self.check_time_rules, IntervalTrigger(seconds=60, timezone=UTC), id="alerts-clock"
+            leading(self.check_time_rules), IntervalTrigger(seconds=60, timezone=UTC), id="alerts-clock"
         )
         if any(isinstance(n, AlertmanagerNotifier) for n in self.notifiers.values()):
             # Alertmanager forgets a firing alert that is not re-sent (resolve_timeout).
             self.scheduler.add_job(
-                self._refresh_alertmanager,
+                leading(self._refresh_alertmanager),
                 IntervalTrigger(seconds=60, timezone=UTC),
                 id="alertmanager-refresh",
             )
         if self.settings.retention.enabled:
             # A pool thread of its own: batches of milliseconds each, never in a scrape's or a run's way.
             self.scheduler.add_job(
-                self.prune,
+                leading(self.prune),
                 IntervalTrigger(seconds=self.settings.retention.interval, timezone=UTC),
                 id="retention",
                 next_run_time=datetime.now(UTC) + _PRUNE_FIRST_DELAY,
             )
         for func, trigger, job_id in self._extra_jobs:
-            self.scheduler.add_job(func, trigger, id=job_id)
+            self.scheduler.add_job(leading(func), trigger, id=job_id)
+        ttl = self.leadership.ttl
+        self.scheduler.add_job(
+            self._keep_lease,
+            IntervalTrigger(seconds=self.leadership.renew_every, timezone=UTC),
+            id="lease",
+            misfire_grace_time=max(1, int(ttl)),
+        )
+        # Stepping down must not wait for a store call that hangs: this one makes none.
+        self.scheduler.add_job(self._watch_lease, IntervalTrigger(seconds=1, timezone=UTC), id="lease-watch")
+        if self.store.shared:
+            self.scheduler.add_job(
+                leading(self._claim_requests),
+                IntervalTrigger(seconds=_CLAIM_SECONDS, timezone=UTC),
+                id="run-requests",
+            )
         self.scheduler.start()
         self._runner.start()
         if self.dispatcher is not None:
@@ -174,6 +204,17 @@ class Daemon:
             self.settings.schedule.evaluate,
             poll,
         )
+        if lease.mine:
+            self._promote(lease)
+        else:
+            self.metrics.leader.set(0)
+            log.info(
+                "standing by: %s leads (term %d); this daemon serves reads and takes over if its lease "
+                "lapses (schedule.lease_ttl %gs)",
+                lease.holder,
+                lease.term,
+                ttl,
+            )
 
     def stop(self, grace: float) -> None:
         """Stop scheduling, let the running fine-tune finish within `grace` seconds, then leave.
@@ -191,13 +232,169 @@ class Daemon:
             self.executor.abandon()
             self._runner.join(30)
         self.executor.close(timeout=5)
+        if self.leading.is_set():
+            self.leading.clear()
+            try:
+                if self.leadership.release():
+                    log.info("lead released: a standby takes over now")
+            except StoreError as exc:
+                log.warning("lead not released (a standby takes over when it lapses): %s", exc)
         if self._delivery is not None:
             self._delivery.join(10)  # undelivered notifications stay in the outbox for the next start
+
+    # -- leadership ---------------------------------------------------------------------------
+
+    def _first_lease(self) -> Lease:
+        """The lease at start; on SQLite, wait one TTL for a lapsed holder, then refuse to start."""
+        lease = self.leadership.attempt()
+        if lease.mine or self.store.shared:
+            return lease
+        ttl = self.leadership.ttl
+        log.warning(
+            "another daemon (%s) holds this SQLite store; waiting up to %.0fs in case it is gone",
+            lease.holder,
+            ttl,
+        )
+        deadline = time.monotonic() + ttl + 1
+        while time.monotonic() < deadline:
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            lease = self.leadership.attempt()
+            if lease.mine:
+                return lease
+        raise StoreError(
+            f"another daemon ({lease.holder}) is running on the SQLite store {self.store.url}, and "
+            f"SQLite takes one daemon: stop the other one (or point this one at another state_dir), "
+            f"or move both to one PostgreSQL database_url to run a leader and a standby"
+        )
+
+    def _leader_only(self, func: Callable[[], None]) -> Callable[[], None]:
+        @functools.wraps(func)
+        def job() -> None:
+            if self.leading.is_set():
+                func()
+
+        return job
+
+    def _keep_lease(self) -> None:
+        """Renew the lease (leader) or try to take it (standby): the `lease` job."""
+        if self._stop.is_set():
+            return
+        try:
+            lease = self.leadership.attempt()
+        except StoreError as exc:
+            if self.leading.is_set():
+                log.warning("lease not renewed (the lead is kept until it lapses): %s", exc)
+            self._watch_lease()
+            return
+        if lease.mine and not self.leading.is_set():
+            self._promote(lease)
+        elif not lease.mine and self.leading.is_set():
+            self._step_down(f"{lease.holder} holds the lease now (term {lease.term})")
+
+    def _watch_lease(self) -> None:
+        """Step down once the lease may have lapsed (no renewal for too long): the `lease-watch` job."""
+        if self.leading.is_set() and not self.leadership.holds():
+            self._step_down(
+                f"the lease could not be renewed for {self.leadership.ttl - self.leadership.margin:.0f}s, "
+                f"so another daemon may lead by now"
+            )
+
+    def _promote(self, lease: Lease) -> None:
+        """Lead: start the executor, resume what the previous leader left, evaluate at once."""
+        with self._transition:
+            if self.leading.is_set() or self._stop.is_set():
+                return
+            if lease.previous is not None:
+                log.warning("leading now (term %d), taken over from %s", lease.term, lease.previous)
+            elif self.store.shared:
+                log.info("leading (term %d)", lease.term)
+            if self._executor_spent:
+                self.executor.close(timeout=5)
+                self.executor = self._make_executor()
+                self._executor_spent = False
+            self.executor.start(wait=False)  # the worker imports torch while the first run resolves
+            self.leading.set()
+            self.metrics.leader.set(1)
+            try:
+                self._forget_old_alert_states()
+                resumed = self._resume_interrupted(previous=lease.previous)
+            except StoreError as exc:
+                log.error("could not look for interrupted runs (looked for again at the next start): %s", exc)
+                resumed = False
+            if not resumed:
+                self.request("startup")  # a new leader evaluates at once (cheap when nothing changed)
+            if self.store.shared:
+                self._claim_requests()
+
+    def _step_down(self, reason: str) -> None:
+        """Stop leading: drop what waits, cancel the running evaluation (the new leader resumes it)."""
+        with self._transition:
+            if not self.leading.is_set():
+                return
+            self.leading.clear()
+            self.leadership.lapsed()
+            self.metrics.leader.set(0)
+            dropped = self.queue.clear()
+            running = self.queue.running
+            log.error(
+                "no longer leading: %s. Standing by; %s%d queued evaluation(s) dropped (the leader "
+                "evaluates at once)",
+                reason,
+                f"run {running.run_id} is stopped (the leader resumes it); " if running else "",
+                len(dropped),
+            )
+            self.executor.cancel()
+            self.executor.abandon()  # someone else does the work now: free the devices at once
+            self._executor_spent = True
+
+    def _claim_requests(self) -> None:
+        """Queue the runs requested through the store (the leader's `run-requests` job)."""
+        try:
+            waiting_ones = self.store.waiting_run_requests()
+            begun = {w.id for w in waiting_ones if self.store.get_run(w.id) is not None}
+            for run_id in begun:
+                self.store.drop_run_request(run_id)  # begun already, by a leader that then died
+        except StoreError as exc:
+            log.warning("queued runs not read (read again in %gs): %s", _CLAIM_SECONDS, exc)
+            return
+        for waiting in waiting_ones:
+            if waiting.id in begun:
+                continue
+            _, joined = self.queue.request(waiting.trigger, run_id=waiting.id)
+            if not joined:
+                log.info(
+                    "evaluation %s queued (%s, asked of %s)",
+                    waiting.id,
+                    waiting.trigger,
+                    waiting.requested_by,
+                )
+
+    def _forget_old_alert_states(self) -> None:
+        configured = {
+            (m.name, r.name)
+            for m in self.settings.models
+            for r in self.settings.alerts.rules
+            if r.models is None or m.name in r.models
+        }
+        if removed := self.store.delete_alert_states(configured):
+            log.info("forgot %d alert state(s) of rules or models no longer configured", removed)
 
     # -- requests -----------------------------------------------------------------------------
 
     def request(self, trigger: str) -> tuple[str, bool]:
-        """Queue an evaluation; returns (run id, joined an already waiting request)."""
+        """Queue an evaluation; returns (run id, joined an already waiting request).
+
+        On a shared store an API request goes through the store, whoever leads: it survives the
+        loss of this daemon, and a standby's request reaches the leader.
+        """
+        if trigger == "api" and self.store.shared:
+            run_id, joined = self.store.request_run(new_run_id(), trigger=trigger, by=self.owner)
+            self.metrics.evaluations_requested.labels(trigger).inc()
+            if not joined:
+                log.info("evaluation %s queued for the leader (%s)", run_id, trigger)
+            if self.leading.is_set():
+                self._claim_requests()
+            return run_id, joined
         run_id, joined = self.queue.request(trigger)
         self.metrics.evaluations_requested.labels(trigger).inc()
         if not joined:
@@ -289,17 +486,19 @@ class Daemon:
                 continue
             del self._unsettled[run_id]
 
-    def _resume_interrupted(self) -> bool:
+    def _resume_interrupted(self, previous: str | None = None) -> bool:
         """Queue the interrupted runs for resumption; those a newer run has overtaken are failed.
 
         A run interrupted (a crash, a kill, a store that stopped taking writes) after which another
         run finished is history, not work: resuming it would record an old plan as the newest result.
+        The runs of `previous`, the leader whose lapsed lease this daemon took, are interrupted
+        too, whatever their heartbeat says: that leader stepped down before its lease lapsed.
         """
         unfinished = self.store.unfinished_runs()
         newest = self.store.list_runs(limit=len(unfinished) + 1) if unfinished else []
         resumed = False
         for run in unfinished:
-            if not is_interrupted(run, me=self.owner):
+            if not (is_interrupted(run, me=self.owner) or (previous is not None and run.owner == previous)):
                 continue
             overtaken = next(
                 (r for r in newest if r.status != "running" and r.started_at > run.started_at), None
@@ -342,6 +541,10 @@ class Daemon:
                 log.error("run %s not started: %s", request.run_id, self.halted)
                 self.queue.done()
                 continue
+            if not self.leading.is_set():
+                log.info("run %s not started: this daemon no longer leads", request.run_id)
+                self.queue.done()
+                continue
             self._settle()
             self.metrics.evaluation_in_progress.set(1)
             try:
@@ -377,9 +580,12 @@ class Daemon:
                         event["model"],
                         event["summary"],
                     )
-            except Cancelled:
-                log.info("run %s cancelled by shutdown; it resumes at the next start", request.run_id)
-                break
+            except Cancelled as exc:
+                if self._stop.is_set():
+                    log.info("run %s cancelled by shutdown; it resumes at the next start", request.run_id)
+                    break
+                log.warning("run %s stopped: %s", request.run_id, exc)  # the lead was lost
+                continue
             except StoreGone as exc:
                 self.last_error = self.halted = str(exc)
                 log.critical("run %s failed, and no more runs start until a restart: %s", request.run_id, exc)
@@ -394,6 +600,15 @@ class Daemon:
             finally:
                 self.metrics.evaluation_in_progress.set(0)
                 self.queue.done()
+            if self.store.shared and request.trigger == "api":
+                self._drop_request(request.run_id)
+
+    def _drop_request(self, run_id: str) -> None:
+        """A queued run that failed before it began is not retried for ever: forget its request."""
+        try:
+            self.store.drop_run_request(run_id)
+        except StoreError as exc:
+            log.warning("run request %s not dropped: %s", run_id, exc)
 
     def _on_job_event(self, event: JobEvent) -> None:
         self.metrics.scheduler_events.labels(event.job_id, _EVENTS.get(event.code, str(event.code))).inc()
@@ -416,6 +631,9 @@ class Daemon:
             "evaluating": running.run_id if running else None,
             "queued": [r.run_id for r in self.queue.waiting],
             "uptime_seconds": round(time.time() - self.started_at.timestamp(), 1),
+            "instance": self.owner,
+            "role": "leader" if self.leading.is_set() else "standby",
+            "leader": self.leadership.leader()[0],
             "last_error": self.last_error,
             "halted": self.halted,
         }

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from ..store import RunRecord
 
-__all__ = ["STALE_AFTER", "current_owner", "is_interrupted"]
+__all__ = ["STALE_AFTER", "current_owner", "is_gone", "is_interrupted"]
 
 # A run on another host counts as interrupted after this long without a heartbeat (every
 # finished fine-tune and a timer both beat; the longest silence is one slow fine-tune).
@@ -27,6 +27,12 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, owned by someone else
     return True
+
+
+def is_gone(owner: str) -> bool:
+    """True when `owner` ("hostname:pid") is a process of this host that no longer exists."""
+    host, _, pid = owner.rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
 
 
 def is_interrupted(run: RunRecord, *, me: str, now: datetime | None = None) -> bool:

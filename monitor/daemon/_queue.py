@@ -1,4 +1,8 @@
-"""One evaluation at a time: requests queue up, and requests made while one waits join it."""
+"""One evaluation at a time: requests queue up, and requests made while one waits join it.
+
+A request that arrives with its own id (one a client holds: a run asked of a standby, through
+the store) never joins another: it waits for its own turn, once.
+"""
 
 from __future__ import annotations
 
@@ -24,9 +28,15 @@ class EvaluationQueue:
         self._waiting: list[Request] = []  # resumed runs first, then at most one fresh request
         self._running: Request | None = None
 
-    def request(self, trigger: str) -> tuple[str, bool]:
+    def request(self, trigger: str, run_id: str | None = None) -> tuple[str, bool]:
         """Queue an evaluation; returns (run id, joined) — joined when a waiting one absorbed it."""
         with self._lock:
+            if run_id is not None:
+                if any(r.run_id == run_id for r in [*self._waiting, self._running] if r is not None):
+                    return run_id, True
+                self._waiting.append(Request(run_id, trigger))
+                self._lock.notify_all()
+                return run_id, False
             fresh = [r for r in self._waiting if not r.resume]
             if fresh:
                 return fresh[0].run_id, True
@@ -48,6 +58,12 @@ class EvaluationQueue:
                 return None
             self._running = self._waiting.pop(0)
             return self._running
+
+    def clear(self) -> list[Request]:
+        """Drop every waiting request (this daemon lost the lead); returns them."""
+        with self._lock:
+            dropped, self._waiting = self._waiting, []
+            return dropped
 
     def done(self) -> None:
         with self._lock:

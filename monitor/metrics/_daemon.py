@@ -26,6 +26,11 @@ class DaemonMetrics:
             ["trigger"],
             registry=registry,
         )
+        self.leader = Gauge(
+            "persistence_leader",
+            "1 on the daemon that schedules and evaluates (it holds the lease), 0 on a standby",
+            registry=registry,
+        )
         self.evaluation_in_progress = Gauge(
             "persistence_evaluation_in_progress", "1 while an evaluation runs", registry=registry
         )

@@ -214,6 +214,7 @@ def run_evaluation(
                 scores=scores,
                 cells=all_cells,
                 extra=in_the_run_transaction,
+                owner=owner,
             ),
             f"storing run {run_id}",
             budget=settings.executor.store_outage,
@@ -225,7 +226,13 @@ def run_evaluation(
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         try:
             store.finish_run(
-                run_id, status="failed", seconds=time.monotonic() - started, scores=[], cells=[], error=reason
+                run_id,
+                status="failed",
+                seconds=time.monotonic() - started,
+                scores=[],
+                cells=[],
+                error=reason,
+                owner=owner,
             )
         except (
             Exception

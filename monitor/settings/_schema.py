@@ -112,6 +112,16 @@ class ServerSettings(_Strict):
 class ScheduleSettings(_Strict):
     evaluate: str = "0 */6 * * *"  # cron, UTC: a full re-evaluation four times a day
     poll: Seconds = 60.0  # how often sources and weights are checked for something new
+    # Two daemons on one PostgreSQL store: the leader renews its lease every third of this; a
+    # standby takes over this long after the leader's last renewal (its host lost, SIGKILL).
+    lease_ttl: Seconds = 30.0
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _lease_long_enough(cls, value: float) -> float:
+        if value < 3:
+            raise ValueError("must be at least 3s: the leader renews it every third of it")
+        return value
 
     @field_validator("evaluate")
     @classmethod

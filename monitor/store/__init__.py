@@ -1,5 +1,5 @@
 """The result store: runs, model scores, cells, the trial cache, snapshots, model versions, alert
-states and the notification outbox.
+states, the notification outbox, and the leader lease and run requests of daemons sharing it.
 
 SQLite by default (`sqlite:///<path>`), PostgreSQL with `postgresql+psycopg://…`. `Store.open`
 migrates the schema with the Alembic scripts shipped in `migrations/`.
@@ -8,6 +8,7 @@ migrates the schema with the Alembic scripts shipped in `migrations/`.
 from ._checks import is_hex_id
 from ._counters import RUN_SECONDS_BUCKETS
 from ._engine import parse_url, render_url
+from ._leases import Lease, RunRequest
 from ._records import (
     ALERT_STATE_NAMES,
     NOTIFICATION_OUTCOMES,
@@ -46,6 +47,7 @@ __all__ = [
     "AlertState",
     "AlertStateName",
     "Base",
+    "Lease",
     "ModelVersionRecord",
     "NotificationOutcome",
     "OutboxItem",
@@ -53,6 +55,7 @@ __all__ = [
     "PruneReport",
     "RetentionPolicy",
     "RunRecord",
+    "RunRequest",
     "RunState",
     "RunTrigger",
     "ScorePoint",

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from ..errors import RunTakenOver
 from ..types import CELL_STATUSES, RUN_STATUSES, CellResult, ModelScore
 from ._checks import check_aware, check_finite, check_unique, is_hex_id
 from ._convert import (
@@ -33,7 +34,7 @@ from ._convert import (
 )
 from ._counters import RUN_SECONDS_BUCKETS, add_counts, cumulative_buckets, duration_counts, read_counts
 from ._records import RUN_TRIGGERS, RunRecord, ScorePoint
-from ._schema import RunCellRow, RunModelRow, RunPlanRow, RunRow, TrialRow, utcnow
+from ._schema import RunCellRow, RunModelRow, RunPlanRow, RunRequestRow, RunRow, TrialRow, utcnow
 from ._sessions import Sessions
 from ._trials import chunks
 
@@ -121,6 +122,9 @@ class RunLog(Sessions):
         with self._writing(f"begin run {run_id}") as session:
             if session.get(RunRow, run_id) is not None:
                 raise ValueError(f"run {run_id} exists already: every run needs a new id")
+            # A run asked of a standby (run_requests) is claimed by beginning it: one transaction,
+            # so a leader that dies in between leaves either the request or the run, never neither.
+            session.execute(delete(RunRequestRow).where(RunRequestRow.id == run_id))
             session.add(row)
             session.flush()
             session.add(RunPlanRow(run_id=run_id, plan=plan))
@@ -163,6 +167,7 @@ class RunLog(Sessions):
         error: str | None = None,
         extra: Callable[[Session], None] | None = None,
         finished_at: datetime | None = None,
+        owner: str | None = None,
     ) -> None:
         """Write a run's outcome, its model scores and its cells (in the order given) atomically.
 
@@ -172,6 +177,9 @@ class RunLog(Sessions):
 
         The same transaction drops the run's plan (its cells now say the same), counts the run and
         its cells into the `_total` counters, and marks the trials its cells use as used by it.
+
+        With `owner`, the run must still be that owner's: a daemon that lost the lead, whose run
+        the new leader resumed, gets `RunTakenOver` and writes nothing (a fencing check).
         """
         if status not in RUN_STATUSES:
             raise ValueError(f"a run finishes as one of {', '.join(RUN_STATUSES)}, got {status!r}")
@@ -187,6 +195,11 @@ class RunLog(Sessions):
                 raise ValueError(f"no run {run_id} in the store: call begin_run first")
             if run.status != "running":
                 raise ValueError(f"run {run_id} is already {run.status}: a run is finished once")
+            if owner is not None and run.owner is not None and run.owner != owner:
+                raise RunTakenOver(
+                    f"run {run_id} is now run by {run.owner} (this daemon, {owner}, lost the lead): "
+                    f"its outcome is left to that daemon"
+                )
             run.status, run.finished_at, run.seconds, run.error = status, finished, seconds, error
             for row in model_rows:
                 row.update(

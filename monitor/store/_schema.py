@@ -24,6 +24,10 @@ alembic's autogenerate and fail on any difference).
     counters        the other `_total` metrics (runs and cells by outcome, run durations, rows
                     pruned), kept as the rows are written so that a scrape reads a few rows, and
                     pruning never makes them go down                    (PK name, label)
+    leases          who leads (HA on PostgreSQL): one row per lease, its holder, its term (raised
+                    at every change of holder: a fencing token) and when it lapses    (PK name)
+    run_requests    evaluations asked of a standby (POST /api/v1/runs), waiting for the leader to
+                    claim them; the request's id becomes the run's id                  (PK id)
 """
 
 from __future__ import annotations
@@ -56,12 +60,14 @@ __all__ = [
     "AlertStateRow",
     "Base",
     "CounterRow",
+    "LeaseRow",
     "ModelVersionRow",
     "NotificationCountRow",
     "OutboxRow",
     "RunCellRow",
     "RunModelRow",
     "RunPlanRow",
+    "RunRequestRow",
     "RunRow",
     "SnapshotRow",
     "TrialRow",
@@ -340,3 +346,26 @@ class CounterRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     label: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[float] = mapped_column(Double)
+
+
+class LeaseRow(Base):
+    """A lease: `holder` ("hostname:pid") leads until `expires_at`, unless it renews first."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    term: Mapped[int] = mapped_column(BigInteger)
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class RunRequestRow(Base):
+    """An evaluation requested through a standby; the leader claims it (deletes it) and runs it."""
+
+    __tablename__ = "run_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16))
+    requested_at: Mapped[datetime]
+    requested_by: Mapped[str] = mapped_column(String(255))
