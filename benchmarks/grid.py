@@ -308,7 +308,11 @@ def _worker_peak_rss(executor: object) -> float:
 
 
 def _publish_new_snapshot(settings: Settings) -> None:
-    """A copy of one dataset's snapshot with one image changed, published as a newer snapshot."""
+    """A copy of one dataset's snapshot with one image changed, published as a newer snapshot.
+
+    Each call flips another image, so that a second engine run's new snapshot is new content
+    (the trial keys follow content: an identical copy would be all cached).
+    """
     import shutil
 
     source = Path(settings.tasks[0].datasets[0].source)
@@ -317,8 +321,8 @@ def _publish_new_snapshot(settings: Settings) -> None:
         day += 1
     new = source / f"2026-11-{day:02d}T00"
     shutil.copytree(source / "2026-11-01T00", new)
-    first = sorted((new / "train").rglob("*.png"))[0]
-    Image.open(first).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(first)
+    changed = sorted((new / "train").rglob("*.png"))[day - 2]
+    Image.open(changed).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(changed)
 
 
 def n_train(settings: Settings, task: str, dataset: str) -> int:
@@ -579,6 +583,11 @@ def main(argv: list[str] | None = None) -> int:
         default="local",
         help="ray: also run the engine on a local Ray instance and report Ray's overhead per trial and group",
     )
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the baseline loop and its comparison (with --executor ray: only Ray's overhead)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep the workspace here")
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this file")
     args = parser.parse_args(argv)
@@ -601,6 +610,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"engine options: {options}")
 
+    if args.no_baseline:
+        engine = run_engine(settings, inline=args.inline, options=options)
+        print(f"engine:   {engine.total:.1f}s (repeat with unchanged inputs: {engine.repeat:.2f}s)")
+        only: dict[str, Any] = {"device": args.device, "engine_total_s": engine.total, "repeat_s": engine.repeat}
+        if args.executor == "ray":
+            only["ray"] = ray_overhead(settings, options, engine, workdir)
+        if args.json:
+            args.json.write_text(json.dumps(only, indent=2))
+        return 0
     baseline = run_baseline(config, args.device)
     print(f"baseline: {baseline.total:.1f}s")
     engine = run_engine(settings, inline=args.inline, options=options)

@@ -500,3 +500,82 @@ def test_kustomize_renders_the_manifests():
     assert config_map.startswith("persistence-monitor-config-")  # with the content hash
     volumes = by_kind["Deployment"]["spec"]["template"]["spec"]["volumes"]
     assert {"name": "config", "configMap": {"name": config_map}} in volumes
+
+
+# -- high availability and Ray (deploy/kubernetes/ha, docker-compose.ray.yml) -----------------
+
+HA = KUBERNETES / "ha"
+
+
+def test_the_ha_overlay_runs_two_daemons_on_postgresql_and_the_grid_on_ray():
+    from monitor.settings import ExecutorSettings
+
+    kustomization = _load(HA / "kustomization.yaml")
+    assert kustomization["resources"][0] == "../"
+    for resource in kustomization["resources"][1:]:
+        assert (HA / resource).is_file(), resource
+    patch = _load(HA / "deployment-ha.yaml")
+    spec = patch["spec"]
+    assert spec["replicas"] == 2
+    # A rollout never leaves zero daemons: the new pod stands by until the old one lets go.
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    (container,) = spec["template"]["spec"]["containers"]
+    assert container["name"] == _container()["name"]  # merged into the base's container
+    env = {e["name"]: e for e in container["env"]}
+    database = env["PM_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert database["optional"] is False and database["key"] == "database-url"
+    executor = ExecutorSettings.model_validate(
+        {"kind": env["PM_EXECUTOR__KIND"]["value"], "address": env["PM_EXECUTOR__ADDRESS"]["value"]}
+    )
+    assert (executor.kind, executor.address) == ("ray", "auto")
+    head = _load(HA / "raycluster.yaml")
+    assert head["kind"] == "RayCluster"
+    # The pod joins the cluster (KubeRay's head Service) as a node that runs nothing, then serves.
+    (start,) = container["args"]
+    assert f"--address={head['metadata']['name']}-head-svc:6379" in start and "--num-cpus=0" in start
+    assert start.endswith("exec persistence-monitor serve")
+    # The daemons need no GPU: the patch removes the base's limit and toleration.
+    removed = [
+        op["path"]
+        for p in kustomization["patches"]
+        if "patch" in p
+        for op in yaml.safe_load(p["patch"]) or []
+        if isinstance(op, dict) and op.get("op") == "remove"
+    ]
+    assert "/spec/template/spec/containers/0/resources/limits/nvidia.com~1gpu" in removed
+    assert "nvidia.com/gpu" in _container()["resources"]["limits"]  # (the path exists in the base)
+    volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes["state"] and volumes["state"]["persistentVolumeClaim"] is None
+    budget = _load(HA / "poddisruptionbudget.yaml")
+    assert budget["spec"]["minAvailable"] == 1
+    assert (
+        budget["spec"]["selector"]["matchLabels"]
+        == _kubernetes()["Deployment"]["spec"]["selector"]["matchLabels"]
+    )
+
+
+def test_the_raycluster_head_trains_nothing_and_the_workers_have_one_gpu_each():
+    cluster = _load(HA / "raycluster.yaml")["spec"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert cluster["headGroupSpec"]["serviceType"] == "ClusterIP"
+    (workers,) = cluster["workerGroupSpecs"]
+    (container,) = workers["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    images = {
+        c["image"] for g in [cluster["headGroupSpec"], workers] for c in g["template"]["spec"]["containers"]
+    }
+    assert images == {_container()["image"]}  # driver and cluster: one image, one Ray version
+
+
+def test_the_compose_ray_override_adds_a_head_and_a_worker_of_the_same_image():
+    override = _load(DEPLOY / "docker-compose.ray.yml")["services"]
+    assert set(override) == {"persistence-monitor", "ray-head", "ray-worker"}
+    base = _load(DEPLOY / "docker-compose.yml")["services"]["persistence-monitor"]
+    assert override["ray-head"]["image"] == override["ray-worker"]["image"] == base["image"]
+    assert "ray" in override["persistence-monitor"]["build"]["args"]["EXTRAS"].split(",")
+    assert "ARG EXTRAS=" in (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+    assert "--num-cpus=0" in override["ray-head"]["command"]
+    monitor = override["persistence-monitor"]
+    assert monitor["environment"] == {"PM_EXECUTOR__KIND": "ray", "PM_EXECUTOR__ADDRESS": "auto"}
+    (start,) = monitor["command"]
+    assert "--address=ray-head:6379" in start and start.endswith("exec persistence-monitor serve")

@@ -466,7 +466,7 @@ def _unreachable(address: str) -> str | None:
         address = os.environ.get("RAY_ADDRESS", "")
         if not address or address == "auto":
             return None  # Ray looks for a cluster started on this machine itself
-    host_port = address.removeprefix("ray://").rsplit("/", 1)[0]
+    host_port = address.rsplit("/", 1)[0]
     host, _, port = host_port.rpartition(":")
     if not host or not port.isdigit():
         return None

@@ -1,0 +1,102 @@
+"""The Ray executor on a real two-node Ray cluster (both nodes on 127.0.0.1).
+
+The head has no CPU for work, so every actor lands on the second node. The group reaches it
+with nothing of the daemon's disk: data and weights through the object store (deleted here
+before the run), the model code through `runtime_env` (a `working_dir` of its own).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+from importlib import import_module
+from pathlib import Path
+
+import pytest
+
+from monitor.engine import EngineOptions, InlineExecutor
+from tests._engine import LINEAR, PARTIAL, engine_workspace, group, run
+from tests._workspace import write_tiny_cnn
+
+ray = pytest.importorskip("ray")
+from monitor.engine._ray import RayExecutor  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+OPTIONS = EngineOptions(batch_finetunes="never", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """A head (0 CPUs: it schedules, it runs nothing) and a worker node with 2 CPUs."""
+    from ray import _private
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    # Ray advertises a node's routable address even when told 127.0.0.1; this switch (meant for
+    # laptops) keeps every process of this test cluster on loopback.
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    patch.setattr(_private.ray_constants, "ENABLE_RAY_CLUSTER", False)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=2)
+        assert cluster.address.startswith("127.0.0.1:")
+        yield cluster
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+        patch.undo()
+
+
+def test_a_group_on_the_second_node_equals_the_local_cells_and_reads_nothing_of_ours(
+    two_nodes, tmp_path: Path
+) -> None:
+    torch = pytest.importorskip("torch")
+    (tmp_path / "daemon").mkdir()
+    root, prepared = engine_workspace(tmp_path / "daemon")
+    code = tmp_path / "code"  # the model code, shipped by Ray (runtime_env working_dir)
+    code.mkdir()
+    write_tiny_cnn(code, name="tiny_two")
+    sys.path.insert(0, str(code))
+    try:
+        torch.manual_seed(0)
+        module = import_module("tiny_two").build()
+    finally:
+        sys.path.remove(str(code))
+    weights = tmp_path / "daemon" / "tiny.pt"
+    torch.save(module.state_dict(), weights)
+    work = group(root, prepared, "python:tiny_two:build", [LINEAR, PARTIAL], seeds=(0, 1))
+    work = dataclasses.replace(
+        work, model=work.model.model_copy(update={"weights": weights}), config_dir=code
+    )
+    local = run(InlineExecutor("cpu", OPTIONS), [work])
+
+    executor = RayExecutor(
+        address=two_nodes.address,
+        cpus_per_worker=1,
+        options=OPTIONS,
+        cpu_only=True,
+        runtime_env={"working_dir": str(code)},
+    )
+    results = {}
+    try:
+        devices = executor.start()
+        assert len(devices) == 2  # two actors, both on the worker node (the head has no CPU)
+        nodes = {n["NodeID"]: n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]}
+        assert sorted(nodes.values()) == [0, 2]
+        remote_group = dataclasses.replace(work, config_dir=Path("/nonexistent/daemon-config"))
+        shipment = executor._ship(ray, remote_group)
+        assert not shipment.group.data.path.exists() and shipment.group.model.weights == Path("tiny.pt")
+        shutil.rmtree(tmp_path / "daemon")  # the daemon's data, weights and model folder: gone
+        executor.run([remote_group], lambda trial, result: results.__setitem__(trial.key, result))
+    finally:
+        executor.close()
+    assert results.keys() == local.keys()
+    for key, result in local.items():
+        assert results[key].status == "ok", (key, results[key].error)
+        assert results[key].score == pytest.approx(result.score, abs=1e-6), key
+        assert results[key].predictions == result.predictions
