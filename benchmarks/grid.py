@@ -613,7 +613,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_baseline:
         engine = run_engine(settings, inline=args.inline, options=options)
         print(f"engine:   {engine.total:.1f}s (repeat with unchanged inputs: {engine.repeat:.2f}s)")
-        only: dict[str, Any] = {"device": args.device, "engine_total_s": engine.total, "repeat_s": engine.repeat}
+        only: dict[str, Any] = {
+            "device": args.device,
+            "engine_total_s": engine.total,
+            "repeat_s": engine.repeat,
+        }
         if args.executor == "ray":
             only["ray"] = ray_overhead(settings, options, engine, workdir)
         if args.json:

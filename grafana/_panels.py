@@ -651,6 +651,27 @@ def _service() -> list[Panel]:
         )
         .text_mode(common.BigValueTextMode.VALUE),
         _stat(
+            "Leader",
+            "Which daemon holds the lease and schedules (`persistence_leader`: 1 on the leader, 0 on "
+            "a standby; with two daemons on one PostgreSQL store, exactly one shows leader).",
+            "none",
+            _q("persistence_leader", "{{instance}}"),
+            w=4,
+        )
+        .min(0)
+        .max(1)
+        .thresholds(_steps((None, "text"), (1, "green")))
+        .mappings(
+            [
+                dashboard.ValueMap(
+                    options={
+                        "0": dashboard.ValueMappingResult(text="standby", index=0),
+                        "1": dashboard.ValueMappingResult(text="leader", color="green", index=1),
+                    }
+                )
+            ]
+        ),
+        _stat(
             "Monitor version",
             "The persistence-monitor build that serves the metrics (`persistence_monitor_build_info`).",
             "none",
@@ -664,7 +685,7 @@ def _service() -> list[Panel]:
             "The weights version each model was last scored with (`persistence_model_info`).",
             "none",
             _q(f"persistence_model_info{{{_M}}}", instant=True, as_table=True),
-            w=10,
+            w=6,
             h=6,
         ).with_transformation(_organize([*_LABELS, "Value"])),
         _timeseries(

@@ -527,13 +527,13 @@ def test_the_ha_overlay_runs_two_daemons_on_postgresql_and_the_grid_on_ray():
     executor = ExecutorSettings.model_validate(
         {"kind": env["PM_EXECUTOR__KIND"]["value"], "address": env["PM_EXECUTOR__ADDRESS"]["value"]}
     )
-    assert (executor.kind, executor.address) == ("ray", "auto")
+    assert executor.kind == "ray"
     head = _load(HA / "raycluster.yaml")
     assert head["kind"] == "RayCluster"
-    # The pod joins the cluster (KubeRay's head Service) as a node that runs nothing, then serves.
-    (start,) = container["args"]
-    assert f"--address={head['metadata']['name']}-head-svc:6379" in start and "--num-cpus=0" in start
-    assert start.endswith("exec persistence-monitor serve")
+    # Ray Client on KubeRay's head Service, whose port the head container opens.
+    assert executor.address == f"ray://{head['metadata']['name']}-head-svc:10001"
+    ports = head["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
+    assert {"name": "client", "containerPort": 10001} in ports
     # The daemons need no GPU: the patch removes the base's limit and toleration.
     removed = [
         op["path"]
@@ -576,6 +576,8 @@ def test_the_compose_ray_override_adds_a_head_and_a_worker_of_the_same_image():
     assert "ARG EXTRAS=" in (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
     assert "--num-cpus=0" in override["ray-head"]["command"]
     monitor = override["persistence-monitor"]
-    assert monitor["environment"] == {"PM_EXECUTOR__KIND": "ray", "PM_EXECUTOR__ADDRESS": "auto"}
-    (start,) = monitor["command"]
-    assert "--address=ray-head:6379" in start and start.endswith("exec persistence-monitor serve")
+    assert monitor["environment"] == {
+        "PM_EXECUTOR__KIND": "ray",
+        "PM_EXECUTOR__ADDRESS": "ray://ray-head:10001",
+    }
+    assert "--ray-client-server-port=10001" in override["ray-head"]["command"]

@@ -30,6 +30,7 @@ def workspace(tmp_path_factory) -> tuple[Path, object]:
 def cluster():
     """One local Ray instance for the module, two CPUs, on loopback only."""
     ray.init(
+        address="local",  # a new instance, whatever else runs on this machine
         num_cpus=2,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",

@@ -17,6 +17,7 @@ import pytest
 
 from monitor.engine import EngineOptions, InlineExecutor
 from tests._engine import LINEAR, PARTIAL, engine_workspace, group, run
+from tests._services import free_port
 from tests._workspace import write_tiny_cnn
 
 ray = pytest.importorskip("ray")
@@ -40,10 +41,15 @@ def two_nodes():
     patch = pytest.MonkeyPatch()
     patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     patch.setattr(_private.ray_constants, "ENABLE_RAY_CLUSTER", False)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    client_port = free_port()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "include_dashboard": False, "ray_client_server_port": client_port},
+    )
     try:
         cluster.add_node(num_cpus=2)
         assert cluster.address.startswith("127.0.0.1:")
+        cluster.client_address = f"ray://127.0.0.1:{client_port}"
         yield cluster
     finally:
         if ray.is_initialized():
@@ -52,9 +58,8 @@ def two_nodes():
         patch.undo()
 
 
-def test_a_group_on_the_second_node_equals_the_local_cells_and_reads_nothing_of_ours(
-    two_nodes, tmp_path: Path
-) -> None:
+def _remote_work(tmp_path: Path):
+    """A group whose model code lives in its own folder (shipped by Ray), and its local cells."""
     torch = pytest.importorskip("torch")
     (tmp_path / "daemon").mkdir()
     root, prepared = engine_workspace(tmp_path / "daemon")
@@ -74,7 +79,21 @@ def test_a_group_on_the_second_node_equals_the_local_cells_and_reads_nothing_of_
         work, model=work.model.model_copy(update={"weights": weights}), config_dir=code
     )
     local = run(InlineExecutor("cpu", OPTIONS), [work])
+    return work, code, local
 
+
+def _same_cells(results: dict, local: dict) -> None:
+    assert results.keys() == local.keys()
+    for key, result in local.items():
+        assert results[key].status == "ok", (key, results[key].error)
+        assert results[key].score == pytest.approx(result.score, abs=1e-6), key
+        assert results[key].predictions == result.predictions
+
+
+def test_a_group_on_the_second_node_equals_the_local_cells_and_reads_nothing_of_ours(
+    two_nodes, tmp_path: Path
+) -> None:
+    work, code, local = _remote_work(tmp_path)
     executor = RayExecutor(
         address=two_nodes.address,
         cpus_per_worker=1,
@@ -95,8 +114,27 @@ def test_a_group_on_the_second_node_equals_the_local_cells_and_reads_nothing_of_
         executor.run([remote_group], lambda trial, result: results.__setitem__(trial.key, result))
     finally:
         executor.close()
-    assert results.keys() == local.keys()
-    for key, result in local.items():
-        assert results[key].status == "ok", (key, results[key].error)
-        assert results[key].score == pytest.approx(result.score, abs=1e-6), key
-        assert results[key].predictions == result.predictions
+        ray.shutdown()
+    _same_cells(results, local)
+
+
+def test_through_ray_client_the_same_cells_arrive(two_nodes, tmp_path: Path) -> None:
+    pytest.importorskip("grpc", reason="Ray Client needs ray[client]")
+    work, code, local = _remote_work(tmp_path)
+    remote_group = dataclasses.replace(work, config_dir=Path("/nonexistent/daemon-config"))
+    executor = RayExecutor(
+        address=two_nodes.client_address,
+        cpus_per_worker=2,
+        options=OPTIONS,
+        cpu_only=True,
+        runtime_env={"working_dir": str(code)},
+    )
+    results = {}
+    try:
+        assert len(executor.start()) == 1
+        assert executor._client  # batches fetched from the actor: Ray Client cannot stream
+        executor.run([remote_group], lambda trial, result: results.__setitem__(trial.key, result))
+    finally:
+        executor.close()
+        ray.shutdown()
+    _same_cells(results, local)

@@ -197,15 +197,13 @@ def test_the_ray_executor_settings(tmp_path, minimal):
         1.0,
     )
     assert (executor.max_workers, executor.runtime_env) == (None, None)
-    for address in ("auto", "10.0.0.5:6379", "head.ray.svc:6379", "[::1]:6379"):
+    for address in ("auto", "10.0.0.5:6379", "head.ray.svc:6379", "ray://head.ray.svc:10001", "[::1]:6379"):
         minimal["executor"] = {"kind": "ray", "address": address}
         assert load(tmp_path, minimal).executor.address == address
     minimal["executor"] = {"kind": "ray", "address": "head.ray.svc", "max_workers": 0, "cpus_per_worker": 0}
     found = dict(problems(tmp_path, minimal))
-    assert "host:port" in found["executor.address"]
+    assert "ray://host:port" in found["executor.address"]
     assert {"executor.max_workers", "executor.cpus_per_worker"} <= found.keys()
-    minimal["executor"] = {"kind": "ray", "address": "ray://head.ray.svc:10001"}
-    assert "ray start --address=<head>:6379" in dict(problems(tmp_path, minimal))["executor.address"]
     minimal["executor"] = {"kind": "spark"}
     assert "executor.kind" in dict(problems(tmp_path, minimal))
 

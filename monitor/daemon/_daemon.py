@@ -282,7 +282,7 @@ class Daemon:
         try:
             lease = self.leadership.attempt()
         except StoreError as exc:
-            if self.leading.is_set():
+            if self.leading.is_set() and self.store.shared:
                 log.warning("lease not renewed (the lead is kept until it lapses): %s", exc)
             self._watch_lease()
             return
@@ -292,8 +292,13 @@ class Daemon:
             self._step_down(f"{lease.holder} holds the lease now (term {lease.term})")
 
     def _watch_lease(self) -> None:
-        """Step down once the lease may have lapsed (no renewal for too long): the `lease-watch` job."""
-        if self.leading.is_set() and not self.leadership.holds():
+        """Step down once the lease may have lapsed (no renewal for too long): the `lease-watch` job.
+
+        Only on a shared store: a lone daemon on SQLite whose store refuses writes keeps its run
+        (it completes once the store is back, within executor.store_outage); no one else could
+        take the lease meanwhile, since taking it is a write too.
+        """
+        if self.leading.is_set() and self.store.shared and not self.leadership.holds():
             self._step_down(
                 f"the lease could not be renewed for {self.leadership.ttl - self.leadership.margin:.0f}s, "
                 f"so another daemon may lead by now"

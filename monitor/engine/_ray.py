@@ -2,8 +2,9 @@
 
 `executor: {kind: ray}`. Each actor holds one GPU (`gpus_per_worker`, fractions allowed) or, on
 a cluster without GPUs, `cpus_per_worker` CPUs; it runs one work group at a time and streams the
-messages of `monitor.engine._messages` back as they happen (a Ray streaming generator), so a group
-that dies half way keeps its finished trials.
+messages of `monitor.engine._messages` back as they happen (a Ray streaming generator; through
+Ray Client, `ray://…`, which has none, the driver fetches them in batches from the actor), so a
+group that dies half way keeps its finished trials.
 
 Data and weights travel through Ray's object store, never through a path: the decoded snapshot
 files are put once per snapshot and run, the weights file once per digest, and an actor writes
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 _TRAINING = "monitor.engine.training"
 _START_TIMEOUT = 300.0  # actors import torch (and initialise CUDA) before they answer
+_TAKE_WAIT = 1.0  # Ray Client: an actor call waits this long for the group's next messages
 _NAMESPACE = "persistence-monitor"
 _NOWHERE = Path("/nonexistent/shipped-through-the-ray-object-store")
 
@@ -89,6 +91,7 @@ class _GroupActor:
         self._stop = threading.Event()
         self._one_at_a_time = threading.Lock()  # (the actor is threaded only so that `stop` gets in)
         self._dir = Path(tempfile.mkdtemp(prefix="pm-ray-"))
+        self._box: queue.Queue[ToParent] | None = None  # the messages of `begin`'s group
 
     def hello(self) -> tuple[str, str]:
         return self._device, socket.gethostname()
@@ -101,6 +104,37 @@ class _GroupActor:
         """Run `group`, yielding its messages as they happen (a Ray streaming generator)."""
         with self._one_at_a_time:
             yield from self._run(group, files, weights)
+
+    def begin(self, group: WorkGroup, files: dict[str, bytes], weights: bytes | None) -> None:
+        """Start `group` in the background; `take` hands its messages out (for Ray Client, which
+        has no streaming generators)."""
+        box: queue.Queue[ToParent] = queue.Queue()
+        self._box = box
+
+        def pump() -> None:
+            try:
+                for message in self.run(group, files, weights):
+                    box.put(message)
+            except BaseException as exc:  # (run itself turns a group's failure into messages)
+                box.put(GroupFailed(failure_text(exc)))
+                box.put(Done())
+
+        threading.Thread(target=pump, name=f"pm-group-{group.id}", daemon=True).start()
+
+    def take(self, wait: float) -> list[ToParent]:
+        """The messages of the running group since the last call, waiting up to `wait` seconds."""
+        box = self._box
+        if box is None:
+            return []
+        try:
+            taken = [box.get(timeout=wait)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                taken.append(box.get_nowait())
+            except queue.Empty:
+                return taken
 
     def _run(self, group: WorkGroup, files: dict[str, bytes], weights: bytes | None) -> Iterator[ToParent]:
         self._stop.clear()
@@ -184,6 +218,7 @@ class RayExecutor:
         cpu_only: bool = False,
     ) -> None:
         self._address = address
+        self._client = bool(address and address.startswith("ray://"))  # Ray Client
         self._cpu_only = cpu_only  # `device: cpu`: CPU actors even on a cluster with GPUs
         self._gpus = gpus_per_worker
         self._cpus = cpus_per_worker
@@ -246,8 +281,11 @@ class RayExecutor:
             "log_to_driver": True,
         }
         if self._address is None:
-            kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1")
+            # "local": a new instance of our own, never one that `ray start` left on this host.
+            kwargs.update(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
             self._started_ray = True
+        elif self._client:  # Ray Client takes fewer arguments (its logs stay on the cluster)
+            kwargs = {"address": self._address, "namespace": _NAMESPACE, "runtime_env": self._runtime_env}
         else:
             kwargs["address"] = self._address
             problem = _unreachable(self._address)
@@ -384,6 +422,14 @@ class RayExecutor:
         slot.deadline = time.monotonic() + self._cell_timeout
         slot.ticket += 1
         ticket = slot.ticket
+        if self._client:
+            threading.Thread(
+                target=self._poll,
+                args=(ray, slot, ticket, shipment, inbox),
+                name=f"pm-ray-{group.id}",
+                daemon=True,
+            ).start()
+            return
         stream = slot.handle.run.options(num_returns="streaming").remote(
             shipment.group, shipment.files, shipment.weights
         )
@@ -402,6 +448,18 @@ class RayExecutor:
                 inbox.put((slot, ticket, None))
 
         threading.Thread(target=pump, name=f"pm-ray-{group.id}", daemon=True).start()
+
+    def _poll(self, ray: Any, slot: _Slot, ticket: int, shipment: _Shipment, inbox: queue.Queue[Any]) -> None:
+        """Ray Client: start the group, then fetch its messages in batches until `Done`."""
+        try:
+            ray.get(slot.handle.begin.remote(shipment.group, shipment.files, shipment.weights))
+            while True:
+                for message in ray.get(slot.handle.take.remote(_TAKE_WAIT)):
+                    inbox.put((slot, ticket, message))
+                    if isinstance(message, Done):
+                        return
+        except BaseException as exc:  # the actor died
+            inbox.put((slot, ticket, exc))
 
     def _ship(self, ray: Any, group: WorkGroup) -> _Shipment:
         """The group with its snapshot files and weights in the object store (once per run each)."""
@@ -466,7 +524,7 @@ def _unreachable(address: str) -> str | None:
         address = os.environ.get("RAY_ADDRESS", "")
         if not address or address == "auto":
             return None  # Ray looks for a cluster started on this machine itself
-    host_port = address.rsplit("/", 1)[0]
+    host_port = address.removeprefix("ray://").rsplit("/", 1)[0]
     host, _, port = host_port.rpartition(":")
     if not host or not port.isdigit():
         return None

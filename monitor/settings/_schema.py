@@ -148,7 +148,7 @@ def _worker_count(value: object) -> object:
     return count
 
 
-_RAY_ADDRESS = re.compile(r"^(auto|[A-Za-z0-9_.\[\]:-]+:\d+)$")
+_RAY_ADDRESS = re.compile(r"^(auto|ray://[^\s/]+(:\d+)?|[A-Za-z0-9_.\[\]:-]+:\d+)$")
 
 
 class ExecutorSettings(_Strict):
@@ -156,8 +156,8 @@ class ExecutorSettings(_Strict):
     # (pip install 'persistence-monitor[ray]'; README "Scaling out").
     kind: Literal["local", "ray"] = "local"
     # ray: null starts a local Ray instance on 127.0.0.1; "auto" follows RAY_ADDRESS (or the Ray
-    # node started on this host); "host:port" joins a cluster's head (the GCS port, 6379). Not
-    # Ray Client (ray://): it cannot stream the results of an actor as they land.
+    # node started on this host); "host:port" joins a cluster's head (the GCS port, 6379);
+    # "ray://host:10001" connects through Ray Client (needs `ray[client]`).
     address: str | None = None
     gpus_per_worker: float = Field(1.0, gt=0)  # ray: GPUs per actor (fractions share a GPU)
     cpus_per_worker: float = Field(1.0, gt=0)  # ray: CPUs per actor (its torch threads on CPU actors)
@@ -187,14 +187,8 @@ class ExecutorSettings(_Strict):
     @field_validator("address")
     @classmethod
     def _ray_address(cls, value: str | None) -> str | None:
-        if value is not None and value.startswith("ray://"):
-            raise ValueError(
-                "Ray Client (ray://) cannot stream each trial's result as it lands (Ray Client has no "
-                "streaming generators): make the daemon's host a Ray node (`ray start --address=<head>:6379 "
-                "--num-cpus=0`) and use address: auto, or give the head's host:port"
-            )
         if value is not None and not _RAY_ADDRESS.match(value):
-            raise ValueError("expected null (a local Ray instance), auto, or the head's host:port")
+            raise ValueError("expected null (a local Ray instance), auto, host:port or ray://host:port")
         return value
 
     # On SIGTERM the running fine-tune may finish within this time; then it is abandoned (and
