@@ -605,6 +605,18 @@ def _alerts() -> list[Panel]:
     ]
 
 
+def _on_off(off: str, on: str, color: str) -> list[dashboard.ValueMapping]:
+    """Names for a 0/1 gauge: 0 in the text colour, 1 in `color`."""
+    return [
+        dashboard.ValueMap(
+            options={
+                "0": dashboard.ValueMappingResult(text=off, index=0),
+                "1": dashboard.ValueMappingResult(text=on, color=color, index=1),
+            }
+        )
+    ]
+
+
 def _service() -> list[Panel]:
     up_mappings: list[dashboard.ValueMapping] = [
         dashboard.ValueMap(
@@ -639,16 +651,7 @@ def _service() -> list[Panel]:
         .min(0)
         .max(1)
         .thresholds(_steps((None, "text"), (1, "blue")))
-        .mappings(
-            [
-                dashboard.ValueMap(
-                    options={
-                        "0": dashboard.ValueMappingResult(text="idle", index=0),
-                        "1": dashboard.ValueMappingResult(text="running", color="blue", index=1),
-                    }
-                )
-            ]
-        )
+        .mappings(_on_off("idle", "running", "blue"))
         .text_mode(common.BigValueTextMode.VALUE),
         _stat(
             "Leader",
@@ -661,16 +664,7 @@ def _service() -> list[Panel]:
         .min(0)
         .max(1)
         .thresholds(_steps((None, "text"), (1, "green")))
-        .mappings(
-            [
-                dashboard.ValueMap(
-                    options={
-                        "0": dashboard.ValueMappingResult(text="standby", index=0),
-                        "1": dashboard.ValueMappingResult(text="leader", color="green", index=1),
-                    }
-                )
-            ]
-        ),
+        .mappings(_on_off("standby", "leader", "green")),
         _stat(
             "Monitor version",
             "The persistence-monitor build that serves the metrics (`persistence_monitor_build_info`).",

@@ -82,6 +82,17 @@ def _remote_work(tmp_path: Path):
     return work, code, local
 
 
+def _executor(address: str, code: Path, *, cpus: int) -> RayExecutor:
+    """CPU actors on the cluster at `address`, the model code shipped from `code`."""
+    return RayExecutor(
+        address=address,
+        cpus_per_worker=cpus,
+        options=OPTIONS,
+        cpu_only=True,
+        runtime_env={"working_dir": str(code)},
+    )
+
+
 def _same_cells(results: dict, local: dict) -> None:
     assert results.keys() == local.keys()
     for key, result in local.items():
@@ -94,13 +105,7 @@ def test_a_group_on_the_second_node_equals_the_local_cells_and_reads_nothing_of_
     two_nodes, tmp_path: Path
 ) -> None:
     work, code, local = _remote_work(tmp_path)
-    executor = RayExecutor(
-        address=two_nodes.address,
-        cpus_per_worker=1,
-        options=OPTIONS,
-        cpu_only=True,
-        runtime_env={"working_dir": str(code)},
-    )
+    executor = _executor(two_nodes.address, code, cpus=1)
     results = {}
     try:
         devices = executor.start()
@@ -122,13 +127,7 @@ def test_through_ray_client_the_same_cells_arrive(two_nodes, tmp_path: Path) -> 
     pytest.importorskip("grpc", reason="Ray Client needs ray[client]")
     work, code, local = _remote_work(tmp_path)
     remote_group = dataclasses.replace(work, config_dir=Path("/nonexistent/daemon-config"))
-    executor = RayExecutor(
-        address=two_nodes.client_address,
-        cpus_per_worker=2,
-        options=OPTIONS,
-        cpu_only=True,
-        runtime_env={"working_dir": str(code)},
-    )
+    executor = _executor(two_nodes.client_address, code, cpus=2)
     results = {}
     try:
         assert len(executor.start()) == 1
