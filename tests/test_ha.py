@@ -161,6 +161,8 @@ def test_sigkill_of_the_leader_a_standby_leads_within_the_ttl_and_finishes_the_w
         health = _health(second)
         assert health["role"] == "standby" and health["leader"] == _health(first)["instance"]
         assert (_leader_gauge(first), _leader_gauge(second)) == (1, 0)
+        assert f"standby (leader: {health['leader']})" in second.get("/").text
+        assert f"{health['leader']}: leader ·" in first.get("/").text  # the status page says who is who
 
         (interrupted,) = wait_until(lambda: store.unfinished_runs(), what="the leader's start-up run")
         assert interrupted.owner == _health(first)["instance"]

@@ -112,8 +112,16 @@ def render_status_page(
 
         subtitle = f"report of the latest runs, written {datetime.now(UTC).isoformat(timespec='seconds')}"
     else:
+        role = health.get("role")
+        if role == "standby":  # (two daemons on one PostgreSQL store: this one serves reads)
+            role = f"standby (leader: {health.get('leader') or 'none'})"
         subtitle = (
-            f"scheduler {escape(str(health.get('scheduler')))} · "
+            (
+                f"{escape(str(health.get('instance') or 'this daemon'))}: {escape(str(role))} · "
+                if role
+                else ""
+            )
+            + f"scheduler {escape(str(health.get('scheduler')))} · "
             f"{'evaluating run ' + escape(str(health['evaluating'])) if health.get('evaluating') else 'idle'}"
             f"{' · last error: ' + escape(str(health['last_error'])) if health.get('last_error') else ''}"
         )
