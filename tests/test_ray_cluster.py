@@ -8,7 +8,10 @@ before the run), the model code through `runtime_env` (a `working_dir` of its ow
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import shutil
+import subprocess
 import sys
 from importlib import import_module
 from pathlib import Path
@@ -17,7 +20,7 @@ import pytest
 
 from monitor.engine import EngineOptions, InlineExecutor
 from tests._engine import LINEAR, PARTIAL, engine_workspace, group, run
-from tests._services import free_port
+from tests._services import REPO, free_port
 from tests._workspace import write_tiny_cnn
 
 ray = pytest.importorskip("ray")
@@ -125,15 +128,20 @@ def test_a_group_on_the_second_node_equals_the_local_cells_and_reads_nothing_of_
 
 def test_through_ray_client_the_same_cells_arrive(two_nodes, tmp_path: Path) -> None:
     pytest.importorskip("grpc", reason="Ray Client needs ray[client]")
-    work, code, local = _remote_work(tmp_path)
-    remote_group = dataclasses.replace(work, config_dir=Path("/nonexistent/daemon-config"))
-    executor = _executor(two_nodes.client_address, code, cpus=2)
-    results = {}
-    try:
-        assert len(executor.start()) == 1
-        assert executor._client  # batches fetched from the actor: Ray Client cannot stream
-        executor.run([remote_group], lambda trial, result: results.__setitem__(trial.key, result))
-    finally:
-        executor.close()
-        ray.shutdown()
-    _same_cells(results, local)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tests._ray_client", two_nodes.client_address, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode == 0 and lines, done.stdout[-2000:] + done.stderr[-3000:]
+    report = json.loads(lines[-1])
+    assert report["client"]  # batches fetched from the actor: Ray Client cannot stream
+    assert report["extra"] == [] and len(report["trials"]) == 4
+    for key, trial in report["trials"].items():
+        assert trial["same"], (key, trial)
