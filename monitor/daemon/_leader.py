@@ -28,7 +28,6 @@ class Leadership:
         self.store, self.holder, self.ttl = store, holder, ttl
         self._lock = threading.Lock()
         self._deadline = 0.0  # monotonic: leading until then, unless renewed
-        self._term = 0
         self.last: Lease | None = None  # the answer of the latest attempt
 
     @property
@@ -48,7 +47,6 @@ class Leadership:
             self.last = lease
             if lease.mine:
                 self._deadline = asked + self.ttl - self.margin
-                self._term = lease.term
             else:
                 self._deadline = 0.0
         return lease
@@ -57,11 +55,6 @@ class Leadership:
         """True while the lease is this daemon's (no store call)."""
         with self._lock:
             return time.monotonic() < self._deadline
-
-    @property
-    def term(self) -> int:
-        with self._lock:
-            return self._term
 
     def lapsed(self) -> None:
         """Forget the lease (this daemon steps down or stops)."""
