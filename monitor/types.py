@@ -87,11 +87,15 @@ class ModelVersion:
     # sha256 of the weights file; for a `python:` factory, combined with its source's digest
     # ("" when there is neither a weights file nor a findable source)
     digest: str
-    weights: Path | None
+    weights: Path | None  # the local file a worker loads (remote weights are fetched here first)
+    # A registry's own name for this version ("v7" for MLflow's version 7), shown with the digest
+    label: str | None = None
 
     @property
     def version(self) -> str:
-        """Short form of the digest, used as the `version` label and in tables."""
+        """Short form of the digest (after the registry's label), the `version` label and in tables."""
+        if self.label:
+            return f"{self.label}-{self.digest[:8]}"
         return self.digest[:12] if self.digest else "factory"
 
 

@@ -2,8 +2,8 @@
 
 Here: the notifier tests' HTTP client and a real receiver on loopback. From the plugins below:
 PostgreSQL (tests/_postgres.py); the store backends `url` and `store` (tests/_store.py); a real
-Alertmanager (tests/_alertmanager.py); the pipeline's `workspace` (tests/_pipeline.py). A module
-that defines a fixture of the same name uses its own.
+Alertmanager (tests/_alertmanager.py); a real S3 API (tests/_s3.py); the pipeline's `workspace`
+(tests/_pipeline.py). A module that defines a fixture of the same name uses its own.
 """
 
 import pytest
@@ -11,7 +11,7 @@ import pytest
 from monitor.notifiers import new_http_client
 from tests._receivers import Receiver
 
-pytest_plugins = ["tests._postgres", "tests._store", "tests._alertmanager", "tests._pipeline"]
+pytest_plugins = ["tests._postgres", "tests._store", "tests._alertmanager", "tests._pipeline", "tests._s3"]
 
 
 @pytest.fixture

@@ -32,6 +32,10 @@ class Server:
     base: str
     routes: dict[str, tuple[int, bytes, dict[str, str]]] = field(default_factory=dict)
     hits: list[str] = field(default_factory=list)
+    methods: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request
+    # When set, every request must carry this Authorization header (else 401).
+    token: str | None = None
+    authorizations: list[str | None] = field(default_factory=list)
 
     def serve(self, path: str, body: bytes, status: int = 200, **headers: str) -> str:
         self.routes[path] = (status, body, headers)
@@ -46,10 +50,21 @@ def server() -> Iterator[Server]:
     state: dict[str, Server] = {}
 
     class Handler(BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self._answer(send_body=False)
+
         def do_GET(self) -> None:
+            self._answer(send_body=True)
+
+        def _answer(self, *, send_body: bool) -> None:
             srv = state["server"]
-            srv.hits.append(self.path)
+            srv.methods.append((self.command, self.path))
+            srv.authorizations.append(self.headers.get("Authorization"))
+            if send_body:
+                srv.hits.append(self.path)
             status, body, headers = srv.routes.get(self.path, (404, b"not found", {}))
+            if srv.token is not None and self.headers.get("Authorization") != srv.token:
+                status, body, headers = 401, b"unauthorized", {}
             self.send_response(status)
             headers = dict(headers)
             length = headers.pop("length", str(len(body)))
@@ -58,6 +73,8 @@ def server() -> Iterator[Server]:
             if length != "none":  # "none": close-delimited body (HTTP/1.0), no Content-Length
                 self.send_header("Content-Length", length)
             self.end_headers()
+            if not send_body:
+                return
             with contextlib.suppress(
                 BrokenPipeError, ConnectionResetError
             ):  # the client may give up (size cap)
@@ -243,3 +260,109 @@ def test_an_unreachable_manifest_is_a_source_error_without_credentials(
     dead = "http://127.0.0.1:9/manifest.json"  # discard port: nothing listens there
     with pytest.raises(SourceError, match="ConnectError"):
         _list(dead, tmp_path)
+
+
+# -- credentials: headers on the manifest (and its archives), and weights over http(s) -----------
+
+TOKEN = "Bearer tok-9f2c1e7d"
+
+
+def test_manifest_headers_authenticate_the_manifest_and_its_own_archives(
+    server: Server, tmp_path: Path
+) -> None:
+    server.token = TOKEN
+    archive = _targz()
+    server.serve("/line-a/s1.tar.gz", archive)
+    url = server.manifest(
+        "/line-a/manifest.json", [{"id": "s1", "url": "s1.tar.gz", "sha256": _sha(archive)}]
+    )
+    token_file = tmp_path / "token"  # a mounted Kubernetes Secret
+    token_file.write_text(TOKEN + "\n")
+    dataset = DatasetSpec(name="ds", source=url, headers={"Authorization_file": str(token_file)})
+    assert TOKEN not in repr(dataset) and TOKEN not in dataset.model_dump_json()
+
+    [candidate] = list_snapshots("task", dataset, state_dir=tmp_path / "state")
+    assert TOKEN not in repr(candidate)
+    info = materialize(candidate, state_dir=tmp_path / "state")
+    assert sorted(p.name for p in (info.root / "train").iterdir()) == ["cat", "dog"]
+    assert server.authorizations == [TOKEN, TOKEN]
+
+    server.authorizations.clear()
+    with pytest.raises(
+        SourceError, match=r"HTTP 401 .*check the credentials in tasks\[\]\.datasets\[\]\.headers"
+    ):
+        list_snapshots("task", DatasetSpec(name="ds", source=url), state_dir=tmp_path / "state")
+
+
+def test_manifest_headers_never_go_to_another_origin(server: Server, tmp_path: Path) -> None:
+    archive = _targz()
+    other = (
+        server.base.replace("127.0.0.1", "localhost") + "/elsewhere/s1.tar.gz"
+    )  # same server, other origin
+    server.serve("/elsewhere/s1.tar.gz", archive)
+    url = server.manifest("/m.json", [{"id": "s1", "url": other, "sha256": _sha(archive)}])
+    dataset = DatasetSpec(name="ds", source=url, headers={"Authorization": TOKEN})
+    [candidate] = list_snapshots("task", dataset, state_dir=tmp_path / "state")
+    materialize(candidate, state_dir=tmp_path / "state")
+    assert server.authorizations == [TOKEN, None]
+
+
+def test_an_unreadable_header_file_is_a_source_error_naming_the_file(server: Server, tmp_path: Path) -> None:
+    url = server.manifest("/m.json", [])
+    dataset = DatasetSpec(name="ds", source=url, headers={"Authorization_file": str(tmp_path / "absent")})
+    with pytest.raises(SourceError, match=r"headers\.Authorization_file from .*absent"):
+        list_snapshots("task", dataset, state_dir=tmp_path / "state")
+
+
+def _weights_bytes() -> bytes:
+    import torch
+    from safetensors.torch import save
+
+    torch.manual_seed(0)
+    return save({"w": torch.randn(4, 3), "b": torch.zeros(4)})
+
+
+def test_http_weights_are_fetched_once_by_content_and_polled_with_head(
+    server: Server, tmp_path: Path
+) -> None:
+    from monitor.settings import ModelSpec
+    from monitor.sources import model_version
+
+    body = _weights_bytes()
+    server.token = TOKEN
+    url = server.serve("/models/r18.safetensors", body, etag='"v1"')
+    spec = ModelSpec(name="m", architecture="python:x:build", weights=url, headers={"Authorization": TOKEN})
+    state = tmp_path / "state"
+    first = model_version(spec, state_dir=state)
+    assert first.digest == _sha(body) and first.weights is not None and first.weights.read_bytes() == body
+    assert first.weights.name == "r18.safetensors" and state in first.weights.parents
+    second = model_version(spec, state_dir=state)
+    assert second == first
+    head, get = ("HEAD", "/models/r18.safetensors"), ("GET", "/models/r18.safetensors")
+    assert server.methods == [head, get, head]  # an unchanged poll is one HEAD, no download
+
+    new = body + b" "
+    server.serve("/models/r18.safetensors", new, etag='"v2"')
+    third = model_version(spec, state_dir=state)
+    assert third.digest == _sha(new) and third.weights is not None and third.weights.read_bytes() == new
+
+    with pytest.raises(SourceError, match=r"HTTP 401; check the credentials in models\[\]\.headers"):
+        model_version(spec.model_copy(update={"headers": {}}), state_dir=state)
+
+
+def test_pinned_http_weights_are_checked_and_never_polled(server: Server, tmp_path: Path) -> None:
+    from monitor.settings import ModelSpec
+    from monitor.sources import model_version
+
+    body = _weights_bytes()
+    url = server.serve("/w.safetensors", body)
+    spec = ModelSpec(name="m", architecture="python:x:build", weights=url, weights_sha256=_sha(body))
+    state = tmp_path / "state"
+    assert model_version(spec, state_dir=state).digest == _sha(body)
+    assert model_version(spec, state_dir=state).digest == _sha(body)
+    assert server.methods == [("GET", "/w.safetensors")]
+
+    wrong = spec.model_copy(update={"weights_sha256": "0" * 64})
+    with pytest.raises(SourceError, match=r"have sha256 .* but models\[\]\.weights_sha256 says 0000"):
+        model_version(wrong, state_dir=tmp_path / "other")
+    assert not any((tmp_path / "other" / "weights").glob("*/*"))  # nothing kept

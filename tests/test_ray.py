@@ -126,7 +126,7 @@ def test_the_actor_reads_nothing_of_the_daemons_disk(workspace, cluster, tmp_pat
         executor.start()
         shipment = executor._ship(ray, work)  # (what `run` sends: no path of this machine in it)
         assert shipment.group.data.path != moved and not shipment.group.data.path.exists()
-        assert shipment.group.model.weights == Path("tiny.pt")
+        assert shipment.group.model.weights_path == Path("tiny.pt")
         shutil.rmtree(moved)
         weights.unlink()
         executor.run([work], lambda trial, result: results.__setitem__(trial.key, result))

@@ -117,7 +117,7 @@ def test_a_group_on_the_second_node_equals_the_local_cells_and_reads_nothing_of_
         assert sorted(nodes.values()) == [0, 2]
         remote_group = dataclasses.replace(work, config_dir=Path("/nonexistent/daemon-config"))
         shipment = executor._ship(ray, remote_group)
-        assert not shipment.group.data.path.exists() and shipment.group.model.weights == Path("tiny.pt")
+        assert not shipment.group.data.path.exists() and shipment.group.model.weights_path == Path("tiny.pt")
         shutil.rmtree(tmp_path / "daemon")  # the daemon's data, weights and model folder: gone
         executor.run([remote_group], lambda trial, result: results.__setitem__(trial.key, result))
     finally:

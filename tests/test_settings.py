@@ -36,7 +36,7 @@ def test_defaults_and_relative_paths(tmp_path, minimal, monkeypatch):
     monkeypatch.chdir("/")
     settings = load(tmp_path, minimal)
     assert settings.state_dir == tmp_path / "state"
-    assert settings.models[0].weights == tmp_path / "w.safetensors"
+    assert settings.models[0].weights_path == tmp_path / "w.safetensors"
     assert settings.tasks[0].datasets[0].source == str(tmp_path / "src")
     assert settings.resolved_database_url == f"sqlite:///{tmp_path / 'state' / 'monitor.db'}"
     assert settings.server.host == "127.0.0.1" and settings.server.port == 9775
@@ -99,14 +99,17 @@ def test_duplicate_names_and_required_fields(tmp_path, minimal):
 def test_local_paths_are_checked_after_the_schema(tmp_path, minimal):
     minimal["models"][0]["weights"] = "missing.pt"
     minimal["tasks"][0]["datasets"][0]["source"] = "nowhere"
-    minimal["tasks"][0]["datasets"].append({"name": "e", "source": "ftp://x/y"})
+    minimal["tasks"][0]["datasets"].append({"name": "e", "source": "gopher://x/y"})
+    minimal["tasks"][0]["datasets"].append({"name": "f", "source": "gs://bucket/prefix"})  # gcsfs: not here
     (tmp_path / "model.onnx").write_bytes(b"x")
     minimal["models"].append({"name": "n", "architecture": "torchvision:resnet18", "weights": "model.onnx"})
     found = dict(problems(tmp_path, minimal))
     assert found["models[0].weights"] == f"no such file: {tmp_path / 'missing.pt'}"
     assert "unsupported weights file model.onnx" in found["models[1].weights"]
     assert found["tasks[0].datasets[0].source"] == f"no such directory: {tmp_path / 'nowhere'}"
+    assert "unsupported scheme 'gopher'" in found["tasks[0].datasets[1].source"]
     assert "http(s)://" in found["tasks[0].datasets[1].source"]
+    assert "pip install 'persistence-monitor[gcs]'" in found["tasks[0].datasets[2].source"]
 
 
 def test_kind_specific_rules(tmp_path, minimal):

@@ -154,5 +154,5 @@ def test_a_file_as_source_is_a_source_error(tmp_path: Path) -> None:
 
 
 def test_an_unsupported_scheme_is_a_source_error(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="unsupported scheme 's3'"):
-        _list("s3://bucket/prefix", tmp_path)
+    with pytest.raises(SourceError, match="unsupported scheme 'gopher'"):
+        _list("gopher://bucket/prefix", tmp_path)

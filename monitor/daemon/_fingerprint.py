@@ -39,6 +39,6 @@ def inputs_fingerprint(settings: Settings) -> tuple[Hashable, ...]:
             latest = candidates[-1] if candidates else None
             parts.append(
                 ("dataset", task.name, dataset.name)
-                + ((latest.snapshot, latest.timestamp, latest.sha256) if latest else (None,))
+                + ((latest.snapshot, latest.timestamp, latest.sha256, latest.identity) if latest else (None,))
             )
     return tuple(parts)

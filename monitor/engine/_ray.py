@@ -176,14 +176,14 @@ class _GroupActor:
                 (partial / name).write_bytes(content)
             partial.rename(data_dir)
         model = group.model
-        if weights is not None and model.weights is not None:
-            path = self._dir / "weights" / group.version.digest / model.weights.name
+        if weights is not None and model.weights_path is not None:
+            path = self._dir / "weights" / group.version.digest / model.weights_path.name
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(path.name + ".partial")
                 tmp.write_bytes(weights)
                 tmp.rename(path)
-            model = model.model_copy(update={"weights": path})
+            model = model.model_copy(update={"weights": str(path)})
         return dataclasses.replace(group, data=dataclasses.replace(group.data, path=data_dir), model=model)
 
 
@@ -469,7 +469,7 @@ class RayExecutor:
                 {p.name: p.read_bytes() for p in sorted(group.data.path.iterdir()) if p.is_file()}
             )
         weights = None
-        if group.model.weights is not None:
+        if group.model.weights_path is not None:
             digest = group.version.digest
             if digest not in self._weights:
                 self._weights[digest] = ray.put(_weights_path(group).read_bytes())
@@ -477,8 +477,8 @@ class RayExecutor:
         # The paths of this machine mean nothing on another node: the actor gets none of them
         # (it writes the shipped bytes to its own folder and points the group there).
         model = group.model
-        if model.weights is not None:
-            model = model.model_copy(update={"weights": Path(model.weights.name)})
+        if model.weights_path is not None:
+            model = model.model_copy(update={"weights": model.weights_path.name})
         shipped = dataclasses.replace(group, data=dataclasses.replace(group.data, path=_NOWHERE), model=model)
         return _Shipment(shipped, self._files[key], weights)
 
@@ -504,8 +504,8 @@ class RayExecutor:
 
 
 def _weights_path(group: WorkGroup) -> Path:
-    assert group.model.weights is not None
-    path = group.model.weights
+    assert group.model.weights_path is not None
+    path = group.model.weights_path
     if not path.is_absolute() and group.config_dir is not None:
         path = group.config_dir / path
     return path

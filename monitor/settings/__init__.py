@@ -2,6 +2,7 @@
 
 from ._durations import parse_duration
 from ._load import DEFAULT_CONFIG_NAME, find_config, load_settings, redact_url, settings_from_mapping
+from ._locations import is_local, local_path, reveal_headers, reveal_options, secret_values
 from ._schema import (
     AlertmanagerSpec,
     AlertRule,
@@ -59,9 +60,14 @@ __all__ = [
     "TaskSpec",
     "WebhookSpec",
     "find_config",
+    "is_local",
     "load_settings",
+    "local_path",
     "parse_duration",
     "redact_url",
+    "reveal_headers",
+    "reveal_options",
+    "secret_values",
     "settings_from_mapping",
     "webhook_key",
 ]

@@ -22,6 +22,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsError
 
 from ..errors import ConfigError
+from ._locations import is_local as _is_local
+from ._locations import local_path as _local_path
+from ._locations import weights_kind
 from ._schema import Settings
 
 __all__ = ["DEFAULT_CONFIG_NAME", "find_config", "load_settings", "redact_url", "settings_from_mapping"]
@@ -171,15 +174,6 @@ def _shape(annotation: Any) -> str | None:
 # -- relative paths ---------------------------------------------------------------------------
 
 
-def _is_local(source: str) -> bool:
-    scheme = urlsplit(source).scheme
-    return scheme in ("", "file") or len(scheme) == 1  # "C:" style drive letters count as local
-
-
-def _local_path(source: str) -> Path:
-    return Path(urlsplit(source).path) if source.startswith("file://") else Path(source)
-
-
 def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make the file's relative paths relative to the file's folder (not to the cwd)."""
 
@@ -194,10 +188,7 @@ def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     else:
         data["state_dir"] = str((base / "state").resolve())
     if isinstance(data.get("models"), list):
-        data["models"] = [
-            {**m, "weights": fix(m["weights"])} if isinstance(m, dict) and "weights" in m else m
-            for m in data["models"]
-        ]
+        data["models"] = [_fix_model(m, fix) for m in data["models"]]
     if isinstance(data.get("tasks"), list):
         tasks = []
         for task in data["tasks"]:
@@ -206,6 +197,19 @@ def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
             tasks.append(task)
         data["tasks"] = tasks
     return data
+
+
+def _fix_model(model: Any, fix: Any) -> Any:
+    if not isinstance(model, dict):
+        return model
+    model = dict(model)
+    weights = model.get("weights")
+    if isinstance(weights, str) and weights_kind(weights) == "file" and not weights.startswith("file://"):
+        model["weights"] = fix(weights)
+    architecture = model.get("architecture")
+    if isinstance(architecture, str) and architecture.startswith("hf:"):
+        model["architecture"] = "hf:" + fix(architecture[3:])  # a folder saved with save_pretrained
+    return model
 
 
 def _fix_source(dataset: Any, base: Path) -> Any:
@@ -219,7 +223,7 @@ def _fix_source(dataset: Any, base: Path) -> Any:
 
 def _absolutize(settings: Settings) -> Settings:
     models = [
-        m.model_copy(update={"weights": m.weights.resolve()}) if m.weights is not None else m
+        m.model_copy(update={"weights": str(m.weights_path.resolve())}) if m.weights_path is not None else m
         for m in settings.models
     ]
     return settings.model_copy(update={"state_dir": settings.state_dir.resolve(), "models": models})
@@ -234,21 +238,77 @@ def _valid_http_url(url: str) -> bool:
     return bool(parts.hostname)
 
 
+# The extra that brings each common fsspec backend (the others name their own package).
+FSSPEC_EXTRAS = {
+    "s3": "s3",
+    "s3a": "s3",
+    "gs": "gcs",
+    "gcs": "gcs",
+    "az": "azure",
+    "abfs": "azure",
+    "abfss": "azure",
+}
+
+
+def fsspec_problem(url: str) -> str | None:
+    """Why fsspec cannot open `url` here (unknown scheme, backend not installed), or None."""
+    import fsspec
+    from fsspec.registry import known_implementations as known
+
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in fsspec.available_protocols():
+        return (
+            f"unsupported scheme {scheme!r}: expected a local path, an http(s):// URL or an fsspec URL "
+            "such as s3://bucket/prefix/, gs://…, az://…"
+        )
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except ImportError:
+        extra = FSSPEC_EXTRAS.get(scheme)
+        hint = (
+            f"pip install 'persistence-monitor[{extra}]'"
+            if extra
+            else str(known[scheme].get("err") or f"install the fsspec backend for {scheme}://")
+        )
+        return f"{scheme}:// needs a package that is not installed: {hint}"
+    return None
+
+
 def _check_local_paths(settings: Settings) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for i, model in enumerate(settings.models):
-        if model.weights is None:
-            continue
         where = f"models[{i}].weights"
-        if not model.weights.exists():
-            problems.append((where, f"no such file: {model.weights}"))
-        elif not model.weights.is_file():
-            problems.append((where, f"not a file: {model.weights}"))
-        elif model.kind != "torchscript" and model.weights.suffix.lower() not in _SUPPORTED_SUFFIXES:
+        if model.kind == "hf":
+            folder = Path(model.architecture[3:])
+            if not (folder / "config.json").is_file():
+                problems.append(
+                    (
+                        f"models[{i}].architecture",
+                        f"{folder} is not a folder saved with save_pretrained (no config.json in it)",
+                    )
+                )
+        if model.weights is not None and model.weights_kind == "fsspec":
+            problem = fsspec_problem(model.weights)
+            if problem is not None:
+                problems.append((where, problem))
+        if model.weights is not None and model.weights_kind in ("http", "fsspec"):
+            name = urlsplit(model.weights).path.rsplit("/", 1)[-1]
+            if model.kind != "torchscript" and Path(name).suffix.lower() not in _SUPPORTED_SUFFIXES:
+                problems.append(
+                    (where, f"unsupported weights file {name}: expected .pt, .pth or .safetensors")
+                )
+        path = model.weights_path
+        if path is None:
+            continue
+        if not path.exists():
+            problems.append((where, f"no such file: {path}"))
+        elif not path.is_file():
+            problems.append((where, f"not a file: {path}"))
+        elif model.kind != "torchscript" and path.suffix.lower() not in _SUPPORTED_SUFFIXES:
             problems.append(
                 (
                     where,
-                    f"unsupported weights file {model.weights.name}: expected a state_dict saved as "
+                    f"unsupported weights file {path.name}: expected a state_dict saved as "
                     ".pt/.pth (torch.save of model.state_dict()) or .safetensors",
                 )
             )
@@ -262,9 +322,9 @@ def _check_local_paths(settings: Settings) -> list[tuple[str, str]]:
                 elif not path.is_dir():
                     problems.append((where, f"not a directory: {path} (a source is a folder of snapshots)"))
             elif urlsplit(dataset.source).scheme not in ("http", "https"):
-                problems.append(
-                    (where, "expected a local directory, a file:// URL or an http(s):// manifest URL")
-                )
+                problem = fsspec_problem(dataset.source)
+                if problem is not None:
+                    problems.append((where, problem))
             elif not _valid_http_url(dataset.source):
                 problems.append((where, "not a valid URL (check the host and port)"))
     return problems

@@ -29,6 +29,15 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from .._checks import duplicates
 from ..types import Severity
 from ._durations import parse_duration
+from ._locations import (
+    Headers,
+    StorageOptions,
+    WeightsKind,
+    WeightsLocation,
+    local_path,
+    source_kind,
+    weights_kind,
+)
 
 __all__ = [
     "AlertRule",
@@ -65,8 +74,11 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Seconds = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
 _ARCHITECTURE = re.compile(
-    r"^(torchvision:[A-Za-z_][A-Za-z0-9_]*|torchscript|python:[A-Za-z_][\w.]*:[A-Za-z_][\w.]*)$"
+    r"^(torchvision:[A-Za-z_][A-Za-z0-9_]*|torchscript|python:[A-Za-z_][\w.]*:[A-Za-z_][\w.]*"
+    r"|timm:[A-Za-z0-9_][\w.-]*|hf:\S.*)$"
 )
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_TORCHVISION_WEIGHTS = re.compile(r"^torchvision:[A-Za-z_]\w*_Weights\.[A-Za-z_]\w*$")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -215,7 +227,12 @@ class Normalize(_Strict):
 class ModelSpec(_Strict):
     name: Name
     architecture: str
-    weights: Path | None = None
+    # A local file, any fsspec URL (s3://, gs://, …), an http(s) URL, an MLflow registry URI
+    # (models:/name@alias) or a torchvision weights enum (torchvision:ResNet50_Weights.IMAGENET1K_V2).
+    weights: WeightsLocation | None = None
+    weights_sha256: str | None = None  # http(s) weights: the content must have this sha256
+    storage_options: StorageOptions = {}  # fsspec weights: credentials, endpoint (all SecretStr)
+    headers: Headers = {}  # http(s) weights: e.g. Authorization (values secret; Name_file: path)
     head: str | None = None  # attribute path of the classifier, e.g. "fc" or "classifier.1"
     # Attribute path of the container whose children are the stages `partial` counts from the end
     # (e.g. "encoder.layers" for a ViT); found automatically for the usual torchvision families.
@@ -228,32 +245,89 @@ class ModelSpec(_Strict):
     def _known_kind(cls, value: str) -> str:
         if not _ARCHITECTURE.match(value):
             raise ValueError(
-                "expected 'torchvision:<builder>' (e.g. torchvision:resnet18), 'torchscript', "
-                "or 'python:<module>:<callable>'"
+                "expected 'torchvision:<builder>' (e.g. torchvision:resnet18), 'timm:<model name>', "
+                "'hf:<folder saved with save_pretrained>', 'torchscript', or 'python:<module>:<callable>'"
             )
         return value
 
+    @field_validator("weights_sha256")
+    @classmethod
+    def _sha256(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256.match(value):
+            raise ValueError("expected the weights' sha256 as 64 hex digits")
+        return value.lower() if value else value
+
     @model_validator(mode="after")
     def _weights_when_required(self) -> ModelSpec:
-        if self.architecture == "torchscript" and self.weights is None:
-            raise ValueError("weights: a torchscript model needs `weights:` pointing at the archive")
-        if self.architecture.startswith("torchvision:") and self.weights is None:
-            # No download at run time: a deployed model is a file we can digest.
-            raise ValueError(
-                "weights: a torchvision model needs `weights:` (a .pt/.pth/.safetensors state_dict)"
-            )
+        if self.weights is None:
+            if self.kind in ("torchscript", "torchvision", "timm"):
+                # No download at run time: a deployed model is weights we can digest.
+                what = "the archive" if self.kind == "torchscript" else "a .pt/.pth/.safetensors state_dict"
+                raise ValueError(f"weights: a {self.kind} model needs `weights:` ({what})")
+        else:
+            kind = self.weights_kind
+            if kind == "torchvision":
+                if self.kind != "torchvision":
+                    raise ValueError(
+                        "weights: a torchvision weights enum only goes with architecture torchvision:<builder>"
+                    )
+                if not _TORCHVISION_WEIGHTS.match(self.weights):
+                    raise ValueError(
+                        "weights: expected torchvision:<Enum>_Weights.<NAME>, e.g. "
+                        "torchvision:ResNet50_Weights.IMAGENET1K_V2"
+                    )
+            if kind == "mlflow" and not re.match(r"^models:/[^/@]+([@/][^/@]+)$", self.weights):
+                raise ValueError(
+                    "weights: expected models:/<name>@<alias>, models:/<name>/<version> or "
+                    "models:/<name>/<stage>"
+                )
+        if self.weights_sha256 is not None and self.weights_kind != "http":
+            raise ValueError("weights_sha256: only for http(s) weights (other kinds are digested as found)")
+        if self.headers and self.weights_kind != "http":
+            raise ValueError("headers: only for http(s) weights")
+        if self.storage_options and self.weights_kind != "fsspec":
+            raise ValueError("storage_options: only for fsspec weights (s3://, gs://, az://, …)")
         return self
 
     @property
     def kind(self) -> str:
         return self.architecture.split(":", 1)[0]
 
+    @property
+    def weights_kind(self) -> WeightsKind | None:
+        """Where the weights live: file, http, fsspec, mlflow or torchvision (None: no weights)."""
+        return weights_kind(self.weights) if self.weights is not None else None
+
+    @property
+    def weights_path(self) -> Path | None:
+        """The local weights file (a worker only ever sees this kind: remote weights are fetched first)."""
+        if self.weights is None or self.weights_kind != "file":
+            return None
+        return local_path(self.weights)
+
 
 class DatasetSpec(_Strict):
     name: Name
+    # A local folder (or file://), an http(s) manifest, or any fsspec URL (s3://bucket/prefix/, …)
     source: str
     # Spark/Hadoop convention: a directory snapshot counts only once the writer drops this file.
     ready_marker: str | None = "_SUCCESS"
+    storage_options: StorageOptions = {}  # fsspec sources: credentials, endpoint (all SecretStr)
+    headers: Headers = {}  # http(s) manifests: e.g. Authorization (values secret; Name_file: path)
+
+    @model_validator(mode="after")
+    def _options_fit_source(self) -> DatasetSpec:
+        kind = source_kind(self.source)
+        if self.headers and kind != "http":
+            raise ValueError("headers: only for http(s) manifest sources")
+        if self.storage_options and kind != "fsspec":
+            raise ValueError("storage_options: only for fsspec sources (s3://, gs://, az://, …)")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """local, http or fsspec."""
+        return source_kind(self.source)
 
 
 # -- limits: what one snapshot may cost in disk and memory ----------------------------------------

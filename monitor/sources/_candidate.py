@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 __all__ = ["ARCHIVE_SUFFIXES", "PARTIAL_SUFFIXES", "CandidateKind", "SnapshotCandidate", "split_archive_name"]
 
-CandidateKind = Literal["directory", "archive", "remote"]
+# directory/archive: local; remote: an archive in an HTTP manifest; prefix/object: a folder or an
+# archive on an fsspec filesystem (s3://, gs://, …)
+CandidateKind = Literal["directory", "archive", "remote", "prefix", "object"]
 
 # Longest first, so "x.tar.gz" is an id "x", not "x.tar".
 ARCHIVE_SUFFIXES: tuple[str, ...] = (".tar.gz", ".tgz", ".tar", ".zip")
@@ -36,3 +39,9 @@ class SnapshotCandidate:
     sha256: str | None  # from an HTTP manifest; None for local snapshots
     timestamp: float  # when the snapshot became complete (marker/archive mtime, or manifest time)
     source: str = ""  # the dataset's configured source, credentials removed: for messages only
+    # prefix/object: the object store's identity of the snapshot (ETag, version, size of the
+    # archive, or of the folder's ready marker): a change of it is a new snapshot
+    identity: str | None = None
+    # what opens the location again (fsspec storage_options, HTTP headers): secrets, never shown
+    storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    headers: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)

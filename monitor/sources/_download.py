@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from .._text import shown, shown_text
 from ..errors import SnapshotRejected, SourceError
-from ..settings import redact_url
+from ..settings import redact_url, reveal_headers
 from ._fs import sweep_stale
 from ._http import http_client
 
@@ -26,12 +28,14 @@ def download(
     label: str,
     max_bytes: int,
     client: httpx.Client | None,
+    headers: Mapping[str, Any] | None = None,
 ) -> Path:
     """Download `url` into `downloads_dir` and return the file; its sha256 equals `expected_sha256`.
 
     A network or HTTP failure is a SourceError (try again later); content that is too large or
     does not match the manifest's checksum is a SnapshotRejected (the snapshot itself is bad).
-    The file only gets its final name once complete and verified.
+    The file only gets its final name once complete and verified. `headers` (the manifest's,
+    only when the archive is on the manifest's own origin) are secrets: never shown.
     """
     where = shown(redact_url(url))  # the URL comes from a manifest: it may hold anything
     downloads_dir.mkdir(parents=True, exist_ok=True)
@@ -44,7 +48,9 @@ def download(
         with (
             os.fdopen(fd, "wb") as out,
             http_client(client) as http,
-            http.stream("GET", url, follow_redirects=True) as response,
+            http.stream(
+                "GET", url, headers=_plain_headers(headers, label), follow_redirects=True
+            ) as response,
         ):
             if response.status_code != 200:
                 raise SourceError(
@@ -94,3 +100,12 @@ def _too_large(label: str, where: str, max_bytes: int) -> SnapshotRejected:
         f"(limits.max_download_bytes); publish a smaller snapshot (the compact protocol uses few "
         f"images per class)",
     )
+
+
+def _plain_headers(headers: Mapping[str, Any] | None, label: str) -> dict[str, str]:
+    try:
+        return reveal_headers(headers or {})
+    except ValueError as exc:
+        raise SourceError(
+            f"cannot download snapshot {label}: {exc}; check tasks[].datasets[].headers"
+        ) from None

@@ -20,7 +20,7 @@ import httpx
 
 from .._text import shown, shown_text
 from ..errors import SourceError
-from ..settings import DatasetSpec, redact_url
+from ..settings import DatasetSpec, redact_url, reveal_headers
 from ._candidate import SnapshotCandidate, split_archive_name
 from ._http import http_client
 
@@ -36,7 +36,13 @@ _ID = re.compile(r"^[^/\\\x00-\x1f]{1,200}$")
 def list_manifest(task: str, dataset: DatasetSpec, client: httpx.Client | None) -> list[SnapshotCandidate]:
     """Fetch and validate the manifest of an HTTP(S) source; return its snapshots sorted by id."""
     where = f"dataset {task}/{dataset.name} at {redact_url(dataset.source)}"
-    body, fallback_time = _fetch(dataset.source, where, client)
+    try:
+        headers = reveal_headers(dataset.headers)
+    except ValueError as exc:
+        raise SourceError(
+            f"cannot list snapshots of {where}: {exc}; check tasks[].datasets[].headers"
+        ) from None
+    body, fallback_time = _fetch(dataset.source, where, client, headers)
     try:
         document = json.loads(body)
     except ValueError as exc:
@@ -49,9 +55,17 @@ def list_manifest(task: str, dataset: DatasetSpec, client: httpx.Client | None) 
     )
 
 
-def _fetch(url: str, where: str, client: httpx.Client | None) -> tuple[bytes, float]:
+def _fetch(url: str, where: str, client: httpx.Client | None, headers: dict[str, str]) -> tuple[bytes, float]:
     try:
-        with http_client(client) as http, http.stream("GET", url, follow_redirects=True) as response:
+        with (
+            http_client(client) as http,
+            http.stream("GET", url, headers=headers, follow_redirects=True) as response,
+        ):
+            if response.status_code in (401, 403):
+                raise SourceError(
+                    f"cannot list snapshots of {where}: HTTP {response.status_code} for the manifest; "
+                    f"check the credentials in tasks[].datasets[].headers (e.g. Authorization)"
+                )
             if response.status_code != 200:
                 raise SourceError(
                     f"cannot list snapshots of {where}: HTTP {response.status_code} for the manifest; "
@@ -118,9 +132,16 @@ def _entries(
                 sha256=sha256.lower(),
                 timestamp=_timestamp(entry.get("timestamp"), snapshot_id, fallback_time),
                 source=redact_url(dataset.source),
+                # The manifest's credentials go along only to its own origin, never to a third party.
+                headers=dataset.headers if _same_origin(absolute, dataset.source) else {},
             )
         )
     return found
+
+
+def _same_origin(url: str, other: str) -> bool:
+    a, b = urlsplit(url), urlsplit(other)
+    return (a.scheme.lower(), a.hostname, a.port) == (b.scheme.lower(), b.hostname, b.port)
 
 
 def _timestamp(declared: object, snapshot_id: str, fallback: float) -> float:

@@ -19,6 +19,7 @@ from ._download import download
 from ._extracted import extracted, prune_unused, reuse
 from ._limits import DEFAULT_LIMITS, SnapshotLimits
 from ._memo import DigestMemo
+from ._object_store import fetch_object_snapshot
 
 __all__ = ["materialize"]
 
@@ -38,7 +39,8 @@ def materialize(
     A directory is used in place (digest over its image files, memoised). An archive is hashed
     (memoised) and extracted safely, once, into `state_dir/snapshots/<digest>/`. A remote archive
     is downloaded (size-capped), checked against the manifest's sha256, then extracted the same
-    way; when that folder already exists nothing is downloaded. If everything sits in one
+    way; when that folder already exists nothing is downloaded. A snapshot on an object store
+    (a prefix or an archive object) is fetched once the same way (see `_object_store`). If everything sits in one
     top-level folder (a tarred folder), `root` is that folder. Extracted folders that no call
     has used for `limits.unused_retention_seconds` are removed on the way (see `_extracted`).
 
@@ -60,6 +62,8 @@ def materialize(
         archive = Path(candidate.location)
         digest = _digest_or_error(lambda: file_digest(archive, memo), label, archive)
         content = extracted(archive, _suffix(archive.name, label), digest, snapshots_dir, label, limits)
+    elif candidate.kind in ("prefix", "object"):
+        content, digest = fetch_object_snapshot(candidate, state_dir=state_dir, limits=limits, label=label)
     else:
         if not candidate.sha256:
             raise SourceError(
@@ -78,6 +82,7 @@ def materialize(
                 label=label,
                 max_bytes=limits.max_download_bytes,
                 client=client,
+                headers=candidate.headers,
             )
             try:
                 content = extracted(archive, suffix, digest, snapshots_dir, label, limits)

@@ -33,8 +33,11 @@ def _path_of(key: str) -> str:
 class DigestMemo:
     """Read and update the digest memo kept under `state_dir/cache/digests.json`."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / "cache" / "digests.json"
+    def __init__(self, state_dir: Path, *, name: str = "digests.json", local_keys: bool = True) -> None:
+        # local_keys: keys name local paths, and entries of paths that are gone are dropped. A
+        # memo of remote objects (keys are URLs) keeps one entry per key instead.
+        self.path = Path(state_dir) / "cache" / name
+        self._local_keys = local_keys
 
     def get(self, key: str, signature: str) -> str | None:
         """Return the memoised digest of `key` if it was taken with this exact signature."""
@@ -50,7 +53,9 @@ class DigestMemo:
         """Record a digest; failure to write only costs a re-hash later, so it is logged, not raised."""
         with _LOCK:
             # Entries of paths that are gone are dropped so the memo stays as small as the data.
-            entries = {k: v for k, v in self._read().items() if os.path.exists(_path_of(k))}
+            entries = self._read()
+            if self._local_keys:
+                entries = {k: v for k, v in entries.items() if os.path.exists(_path_of(k))}
             entries[key] = {"signature": signature, "digest": digest}
             try:
                 self._write(entries)

@@ -1,4 +1,10 @@
-"""Find a deployed model's version: the sha256 of its weights (or of its factory's source)."""
+"""Find a deployed model's version: the sha256 of its weights (or of its factory's source).
+
+Weights live in a local file, behind an http(s) or fsspec URL (fetched into a digest-keyed cache,
+`_remote_weights`), in an MLflow Model Registry (`_mlflow`), or in torch's hub cache for a
+torchvision weights enum (`_hub`). Whatever the place, the version is the sha256 of the bytes a
+worker loads, so the same weights found in two places are one version.
+"""
 
 from __future__ import annotations
 
@@ -17,30 +23,64 @@ __all__ = ["model_version"]
 
 
 def model_version(spec: ModelSpec, *, state_dir: Path, config_dir: Path | None = None) -> ModelVersion:
-    """Return the model's current version; the weights are re-hashed only when they changed.
+    """Return the model's current version; the weights are re-hashed (or fetched) only when they changed.
 
-    With weights, the digest is the weights file's sha256. A `python:<module>:<callable>`
-    factory is also versioned by the sha256 of the module's source file (found on `config_dir`
-    then `sys.path`, without importing anything): changing the model's code is a new version.
-    Code the module imports from elsewhere is not covered. Without weights and without a
-    findable source the digest is "", and the worker that imports it reports the real problem.
+    With weights, the digest is the weights' sha256. A `python:<module>:<callable>` factory is
+    also versioned by the sha256 of the module's source file (found on `config_dir` then
+    `sys.path`, without importing anything): changing the model's code is a new version. Code the
+    module imports from elsewhere is not covered. An `hf:<folder>` model without `weights:` is
+    versioned by its folder's files. Without weights and without a findable source the digest is
+    "", and the worker that imports it reports the real problem.
+
+    `ModelVersion.weights` is always a local file: remote weights are fetched (once per content)
+    into `state_dir/weights/`.
     """
-    memo = DigestMemo(Path(state_dir))
+    state_dir = Path(state_dir)
+    memo = DigestMemo(state_dir)
     source_digest = _factory_digest(spec, config_dir, memo)
-    if spec.weights is not None:
+    label: str | None = None
+    kind = spec.weights_kind
+    if kind is None:
+        if spec.kind == "hf":
+            from ._hf import hf_digest
+
+            source_digest = hf_digest(spec, memo)
+        return ModelVersion(
+            model=spec.name, architecture=spec.architecture, digest=source_digest, weights=None
+        )
+    if kind == "file":
+        path = spec.weights_path
+        assert path is not None
         try:
-            digest = file_digest(spec.weights, memo)
+            digest = file_digest(path, memo)
         except OSError as exc:
             raise SourceError(
-                f"cannot read weights file {spec.weights} of model {spec.name}: {exc.strerror or exc}; "
+                f"cannot read weights file {path} of model {spec.name}: {exc.strerror or exc}; "
                 f"check models[].weights and the file's permissions"
             ) from None
-        if source_digest:
-            digest = hashlib.sha256(f"{digest}:{source_digest}".encode()).hexdigest()
-        return ModelVersion(
-            model=spec.name, architecture=spec.architecture, digest=digest, weights=spec.weights
-        )
-    return ModelVersion(model=spec.name, architecture=spec.architecture, digest=source_digest, weights=None)
+    elif kind in ("http", "fsspec"):
+        from ._remote_weights import remote_weights
+
+        path, digest = remote_weights(spec, state_dir=state_dir)
+    elif kind == "mlflow":
+        from ._mlflow import mlflow_weights
+
+        path, digest, label = mlflow_weights(spec, state_dir=state_dir)
+    else:
+        from ._hub import torchvision_checkpoint
+
+        path = torchvision_checkpoint(spec, state_dir=state_dir)
+        try:
+            digest = file_digest(path, memo)
+        except OSError as exc:
+            raise SourceError(
+                f"cannot read {path} ({spec.weights} of model {spec.name}): {exc.strerror or exc}"
+            ) from None
+    if source_digest:
+        digest = hashlib.sha256(f"{digest}:{source_digest}".encode()).hexdigest()
+    return ModelVersion(
+        model=spec.name, architecture=spec.architecture, digest=digest, weights=path, label=label
+    )
 
 
 def _factory_digest(spec: ModelSpec, config_dir: Path | None, memo: DigestMemo) -> str:

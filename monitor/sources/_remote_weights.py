@@ -1,0 +1,232 @@
+"""Weights behind an http(s) or fsspec URL, fetched by content into `state_dir/weights/<sha256>/`.
+
+A poll costs one metadata request (`HEAD`, or the object store's `info`): the object's identity
+(ETag, version id, size; Last-Modified when there is nothing better) is memoised with the sha256
+of the bytes it had, so unchanged weights are never downloaded again. A changed identity is a
+download, and the version is the sha256 of what arrived — equal to the same file's on local
+disk. HTTP weights pinned with `weights_sha256` are checked against it and never polled at all.
+
+Cached files not used for `UNUSED_RETENTION_SECONDS` are removed (each use marks its folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from .._text import shown_text
+from ..errors import SnapshotRejected, SourceError
+from ..settings import ModelSpec, redact_url, reveal_headers
+from ._fs import sweep_stale
+from ._http import http_client
+from ._memo import DigestMemo
+from ._objects import copy_object, identity, open_fs, scrubbed
+
+__all__ = ["MAX_WEIGHTS_BYTES", "UNUSED_RETENTION_SECONDS", "remote_weights"]
+
+# Checkpoints of deployed vision models run to a few GB (ViT-H is 2.5 GB in fp32); the cap only
+# stops a wrong URL (a dataset, a disk image) from filling the state dir.
+MAX_WEIGHTS_BYTES = 32 * 2**30
+# A superseded version's weights are kept a while (a run that started on them may still load them).
+UNUSED_RETENTION_SECONDS = 3 * 86400.0
+
+
+def remote_weights(
+    spec: ModelSpec, *, state_dir: Path, client: httpx.Client | None = None
+) -> tuple[Path, str]:
+    """(local file, sha256) of the model's remote weights, downloading only what is new."""
+    assert spec.weights is not None
+    weights_dir = Path(state_dir) / "weights"
+    memo = DigestMemo(Path(state_dir), name="remote-weights.json", local_keys=False)
+    name = _file_name(spec.weights)
+    key = "weights:" + hashlib.sha256(spec.weights.encode()).hexdigest()  # the URL may hold a token
+    what = f"weights {redact_url(spec.weights)} of model {spec.name}"
+    if spec.weights_kind == "http":
+        if spec.weights_sha256 is not None:
+            found = _cached(weights_dir, spec.weights_sha256, name)
+            if found is not None:
+                return found, spec.weights_sha256
+            path, digest = _download_http(spec, weights_dir, name, what, client)
+            return path, digest
+        signature = _http_identity(spec, what, client)
+        fetch: Any = lambda: _download_http(spec, weights_dir, name, what, client)  # noqa: E731
+    else:
+        fs, path_in_fs = open_fs(spec.weights, spec.storage_options, f"model {spec.name}")
+        signature, size = _object_identity(fs, path_in_fs, spec, what)
+        fetch = lambda: _download_object(fs, path_in_fs, size, spec, weights_dir, name, what)  # noqa: E731
+    known = memo.get(key, signature)
+    if known is not None:
+        found = _cached(weights_dir, known, name)
+        if found is not None:
+            return found, known
+    path, digest = fetch()
+    memo.put(key, signature, digest)
+    _prune(weights_dir, keep=digest)
+    return path, digest
+
+
+def _file_name(url: str) -> str:
+    name = urlsplit(url).path.rsplit("/", 1)[-1]
+    # The suffix tells the loader the format (.safetensors or a torch pickle); the name is ours.
+    return name if name and not name.startswith(".") else "weights.pt"
+
+
+def _cached(weights_dir: Path, digest: str, name: str) -> Path | None:
+    path = weights_dir / digest / name
+    if not path.is_file():
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path.parent)  # in use: keeps it from being pruned
+    return path
+
+
+def _http_identity(spec: ModelSpec, what: str, client: httpx.Client | None) -> str:
+    assert spec.weights is not None
+    try:
+        with http_client(client) as http:
+            response = http.head(spec.weights, headers=_headers(spec, what), follow_redirects=True)
+    except httpx.HTTPError as exc:
+        raise SourceError(
+            f"cannot check {what}: {type(exc).__name__}: {shown_text(str(exc))[:200]}; check the URL and "
+            "the network (it is retried on the next poll)"
+        ) from None
+    if response.status_code != 200:
+        raise SourceError(
+            f"cannot check {what}: HTTP {response.status_code}; {_http_advice(response.status_code)}"
+        )
+    headers = response.headers
+    parts = [headers.get("etag") or headers.get("last-modified") or "", headers.get("content-length") or ""]
+    # Neither header: nothing says whether it changed, so every poll downloads and re-hashes.
+    return "|".join(parts) if any(parts) else f"unknown:{time.time()}"
+
+
+def _headers(spec: ModelSpec, what: str) -> dict[str, str]:
+    try:
+        return reveal_headers(spec.headers)
+    except ValueError as exc:
+        raise SourceError(f"cannot fetch {what}: {exc}; check models[].headers") from None
+
+
+def _http_advice(status: int) -> str:
+    if status in (401, 403):
+        return "check the credentials in models[].headers (e.g. Authorization)"
+    if status == 404:
+        return "check the URL: nothing is published there"
+    return "check the server; it is retried on the next poll"
+
+
+def _download_http(
+    spec: ModelSpec, weights_dir: Path, name: str, what: str, client: httpx.Client | None
+) -> tuple[Path, str]:
+    assert spec.weights is not None
+    tmp = _temp_file(weights_dir)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with (
+            open(tmp, "wb") as out,
+            http_client(client) as http,
+            http.stream("GET", spec.weights, headers=_headers(spec, what), follow_redirects=True) as response,
+        ):
+            if response.status_code != 200:
+                raise SourceError(
+                    f"cannot download {what}: HTTP {response.status_code}; {_http_advice(response.status_code)}"
+                )
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_WEIGHTS_BYTES:
+                    raise SourceError(f"{what} is larger than {MAX_WEIGHTS_BYTES} bytes: is the URL right?")
+                digest.update(chunk)
+                out.write(chunk)
+    except httpx.HTTPError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SourceError(
+            f"cannot download {what}: {type(exc).__name__}: {shown_text(str(exc))[:200]}; it is retried on the "
+            "next poll"
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    actual = digest.hexdigest()
+    if spec.weights_sha256 is not None and actual != spec.weights_sha256:
+        tmp.unlink(missing_ok=True)
+        raise SourceError(
+            f"{what} have sha256 {actual}, but models[].weights_sha256 says {spec.weights_sha256}: the file "
+            "was replaced or truncated; publish the right file or update weights_sha256"
+        )
+    return _publish(tmp, weights_dir, actual, name), actual
+
+
+def _object_identity(fs: Any, path: str, spec: ModelSpec, what: str) -> tuple[str, int | None]:
+    with contextlib.suppress(Exception):
+        fs.invalidate_cache(path)  # a poll must see the object as it is now, not a listing cache
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise SourceError(f"cannot find {what}: no such object; check models[].weights") from None
+    except Exception as exc:
+        raise SourceError(
+            f"cannot check {what}: {scrubbed(exc, spec.storage_options)}; check the credentials, the endpoint "
+            "(AWS_ENDPOINT_URL or storage_options.endpoint_url) and the network"
+        ) from None
+    if info.get("type") == "directory":
+        raise SourceError(f"{what} is a folder, not a weights file; point models[].weights at the file")
+    size = info.get("size")
+    return identity(info), size if isinstance(size, int) else None
+
+
+def _download_object(
+    fs: Any, path: str, size: int | None, spec: ModelSpec, weights_dir: Path, name: str, what: str
+) -> tuple[Path, str]:
+    assert spec.weights is not None
+    tmp = _temp_file(weights_dir)
+    try:
+        digest = copy_object(
+            fs,
+            path,
+            tmp,
+            expected_size=size,
+            max_bytes=MAX_WEIGHTS_BYTES,
+            label=f"model {spec.name}",
+            url=spec.weights,
+            options=spec.storage_options,
+        )
+    except SnapshotRejected as exc:
+        raise SourceError(str(exc)) from None
+    return _publish(tmp, weights_dir, digest, name), digest
+
+
+def _temp_file(weights_dir: Path) -> Path:
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    sweep_stale(weights_dir)
+    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=weights_dir)
+    os.close(fd)
+    return Path(name)
+
+
+def _publish(tmp: Path, weights_dir: Path, digest: str, name: str) -> Path:
+    folder = weights_dir / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / name
+    os.replace(tmp, final)
+    return final
+
+
+def _prune(weights_dir: Path, *, keep: str) -> None:
+    cutoff = time.time() - UNUSED_RETENTION_SECONDS
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(weights_dir):
+            if entry.name == keep or entry.name.startswith("."):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    shutil.rmtree(entry.path, ignore_errors=True)
