@@ -41,7 +41,8 @@ def opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _upload_folder(client, bucket: str, prefix: str, folder: Path) -> None:
-    for path in sorted(folder.rglob("*")):
+    """Upload a snapshot folder as a writer should: the ready marker last."""
+    for path in sorted(folder.rglob("*"), key=lambda p: (p.name == "_SUCCESS", str(p))):
         if path.is_file():
             client.put_object(
                 Bucket=bucket, Key=f"{prefix}/{path.relative_to(folder).as_posix()}", Body=path.read_bytes()
@@ -311,3 +312,100 @@ def test_a_grid_on_s3_gives_the_cells_of_the_same_files_on_local_disk(s3: S3Serv
     assert cells(remote) == cells(disk) and len(cells(disk)) == 2
     assert all(status == "ok" for _, status, _, _ in cells(disk))
     assert [m.score.persistence for m in remote.models] == [m.score.persistence for m in disk.models]
+
+
+@pytest.mark.slow
+def test_serve_evaluates_a_grid_from_a_bucket_and_polls_it_for_new_snapshots_and_weights(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    """The daemon as deployed beside a bucket: snapshots and weights in S3, credentials from AWS_*."""
+    import sys
+
+    import torch
+    import yaml
+    from safetensors.torch import save_file
+
+    from tests._daemon import workspace
+    from tests._services import DaemonProcess, wait_until
+
+    client = s3.bucket("serving")
+    linear = [{"name": "lin", "mode": "linear", "lr": 0.1, "epochs": 3, "batch_size": 16}]
+    config_path = workspace(tmp_path, strategies=linear)
+    for dataset in ("a", "b"):
+        _upload_folder(
+            client,
+            "serving",
+            f"digits/{dataset}/2026-01-01T00",
+            tmp_path / "data" / dataset / "2026-01-01T00",
+        )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from daemon_cnn import build  # the workspace's tiny CNN, as the daemon's workers build it
+    finally:
+        sys.path.remove(str(tmp_path))
+    torch.manual_seed(1)
+    save_file(build().state_dict(), tmp_path / "cnn.safetensors")
+    client.upload_file(str(tmp_path / "cnn.safetensors"), "serving", "models/cnn.safetensors")
+
+    document = yaml.safe_load(config_path.read_text())
+    document["models"][0]["weights"] = "s3://serving/models/cnn.safetensors"
+    for dataset in document["tasks"][0]["datasets"]:
+        dataset["source"] = f"s3://serving/digits/{dataset['name']}/"
+    config_path.write_text(yaml.safe_dump(document))
+    env = {
+        "AWS_ENDPOINT_URL": s3.endpoint,
+        "AWS_ACCESS_KEY_ID": s3.key,
+        "AWS_SECRET_ACCESS_KEY": s3.secret,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    daemon = DaemonProcess(config_path, env=env).start()
+    try:
+
+        def completed() -> list[dict]:
+            return [r for r in daemon.runs() if r["status"] in ("completed", "partial")]
+
+        (startup,) = wait_until(completed, timeout=120, what="the start-up evaluation")
+        assert startup["status"] == "completed", daemon.log_text()[-2000:]
+        (model,) = daemon.get("/api/v1/models").json()
+        first_version = model["version"]
+
+        _upload_folder(
+            client,
+            "serving",
+            "digits/a/2026-01-02T00",
+            write_snapshot(tmp_path / "new" / "2026-01-02T00", (5, 6, 7), per_class=15, offset=80),
+        )
+        wait_until(lambda: len(completed()) == 2, timeout=120, what="a poll run for the new snapshot")
+        newest = daemon.get(f"/api/v1/runs/{completed()[0]['run_id']}").json()
+        assert newest["trigger"] == "poll"
+        cells = newest["models"][0]["cells"]
+        assert {(c["dataset"], c["snapshot"], c["status"]) for c in cells} == {
+            ("a", "2026-01-02T00", "ok"),
+            ("b", "2026-01-01T00", "cached"),
+        }
+
+        torch.manual_seed(2)
+        save_file(build().state_dict(), tmp_path / "cnn2.safetensors")
+        client.upload_file(str(tmp_path / "cnn2.safetensors"), "serving", "models/cnn.safetensors")
+        wait_until(lambda: len(completed()) == 3, timeout=120, what="a poll run for the new weights")
+        (model,) = daemon.get("/api/v1/models").json()
+        assert model["version"] != first_version
+        assert s3.secret not in daemon.log_text()
+    finally:
+        daemon.stop()
+
+
+def test_a_poll_says_what_it_found_new_without_locations() -> None:
+    from monitor.daemon._fingerprint import changes
+
+    before = (("model", "m", "a" * 64), ("dataset", "t", "d", "s1", 1.0, None, "{}"))
+    after = (
+        ("model", "m", "b" * 64),
+        ("dataset", "t", "d", "s2", 2.0, None, "{}"),
+        ("dataset", "t", "e", "error: x"),
+    )
+    assert (
+        changes(before, after)
+        == "new model m: weights bbbbbbbbbbbb, dataset t/d: snapshot s2, dataset t/e: unreadable"
+    )
+    assert changes(None, before[:1]) == "new model m: weights aaaaaaaaaaaa"

@@ -312,3 +312,95 @@ def test_limits_default_to_their_documented_caps_and_take_sizes_with_units(tmp_p
     found = dict(problems(tmp_path, minimal))
     assert "expected a size such as 4GiB" in found["limits.max_archive_bytes"]
     assert "limits.max_image_pixels" in found and "limits.max_pixels" in found
+
+
+# -- where models and data live: URLs, storage_options and headers -------------------------------
+
+
+def test_remote_locations_are_kept_as_urls_and_their_secrets_are_secret(tmp_path, minimal):
+    (tmp_path / "secret").write_text("s3cr3t-from-file\n")
+    minimal["models"][0]["weights"] = "s3://models/prod/r18.safetensors"
+    minimal["models"][0]["storage_options"] = {
+        "key": "AKIAEXAMPLE",
+        "secret_file": str(tmp_path / "secret"),
+        "client_kwargs": {"region_name": "eu-west-1"},
+        "anon": False,
+    }
+    minimal["tasks"][0]["datasets"][0] = {
+        "name": "d",
+        "source": "https://data.example/m.json",
+        "headers": {"Authorization": "Bearer tok-123456", "X-Team_file": str(tmp_path / "secret")},
+    }
+    settings = load(tmp_path, minimal)
+    model, dataset = settings.models[0], settings.tasks[0].datasets[0]
+    assert model.weights == "s3://models/prod/r18.safetensors"  # not made a path of the config's folder
+    assert (model.weights_kind, model.weights_path, dataset.kind) == ("fsspec", None, "http")
+    dumped = settings.model_dump_json() + repr(settings)
+    for secret in ("AKIAEXAMPLE", "eu-west-1", "tok-123456"):
+        assert secret not in dumped
+    from monitor.settings import reveal_headers, reveal_options, secret_values
+
+    assert reveal_options(model.storage_options) == {
+        "key": "AKIAEXAMPLE",
+        "secret": "s3cr3t-from-file",
+        "client_kwargs": {"region_name": "eu-west-1"},
+        "anon": False,
+    }
+    assert reveal_headers(dataset.headers) == {
+        "Authorization": "Bearer tok-123456",
+        "X-Team": "s3cr3t-from-file",
+    }
+    assert {"AKIAEXAMPLE", "s3cr3t-from-file", "eu-west-1"} <= set(secret_values(model.storage_options))
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        ({"headers": {"Authorization": "x"}}, "models[0].headers", "only for http(s) weights"),
+        ({"weights": "s3://b/w.pt", "headers": {"A": "x"}}, "models[0].headers", "only for http(s) weights"),
+        ({"storage_options": {"key": "x"}}, "models[0].storage_options", "only for fsspec weights"),
+        ({"weights_sha256": "a" * 64}, "models[0].weights_sha256", "only for http(s) weights"),
+        ({"weights": "https://x/w.pt", "weights_sha256": "xyz"}, "models[0].weights_sha256", "64 hex digits"),
+        (
+            {"weights": "torchvision:ResNet50_Weights.IMAGENET1K_V2", "architecture": "torchscript"},
+            "models[0].weights",
+            "only goes with architecture torchvision",
+        ),
+        (
+            {"weights": "torchvision:resnet50"},
+            "models[0].weights",
+            "expected torchvision:<Enum>_Weights.<NAME>",
+        ),
+        ({"weights": "models:/a/b/c"}, "models[0].weights", "expected models:/<name>@<alias>"),
+        ({"weights": "https://x/model.onnx"}, "models[0].weights", "unsupported weights file model.onnx"),
+        (
+            {"headers": {"Bad Name": "x"}, "weights": "https://x/w.pt"},
+            "models[0].headers",
+            "not a valid HTTP header name",
+        ),
+    ],
+)
+def test_location_options_must_fit_the_location(tmp_path, minimal, change, field, problem):
+    minimal["models"][0].update(change)
+    found = dict(problems(tmp_path, minimal))
+    assert problem in found[field], found
+
+
+def test_dataset_options_must_fit_the_source(tmp_path, minimal):
+    minimal["tasks"][0]["datasets"][0]["headers"] = {"Authorization": "x"}
+    found = dict(problems(tmp_path, minimal))
+    assert found["tasks[0].datasets[0].headers"] == "only for http(s) manifest sources"
+    del minimal["tasks"][0]["datasets"][0]["headers"]
+    minimal["tasks"][0]["datasets"][0]["storage_options"] = {"key": "x"}
+    found = dict(problems(tmp_path, minimal))
+    assert "only for fsspec sources" in found["tasks[0].datasets[0].storage_options"]
+
+
+def test_a_backend_message_is_scrubbed_of_configured_secrets():
+    from pydantic import SecretStr
+
+    from monitor.sources._objects import scrubbed
+
+    options = {"key": SecretStr("AKIA-SECRET-1"), "client_kwargs": {"token": SecretStr("tok-SECRET-2")}}
+    error = PermissionError("denied for AKIA-SECRET-1 with tok-SECRET-2\nsecond line AKIA-SECRET-1")
+    assert scrubbed(error, options) == "PermissionError: denied for *** with ***"

@@ -48,7 +48,7 @@ from ..notifiers import AlertmanagerNotifier, Dispatcher, Notifier
 from ..pipeline import LoggingObserver, RunReport, evaluate_time_rules, prune_store, run_evaluation
 from ..settings import Settings
 from ..store import Lease, Store, new_run_id
-from ._fingerprint import inputs_fingerprint
+from ._fingerprint import changes, inputs_fingerprint
 from ._leader import Leadership
 from ._owner import current_owner, is_interrupted
 from ._queue import EvaluationQueue
@@ -114,7 +114,7 @@ class Daemon:
         self.started_at = datetime.now(UTC)
         self.last_report: RunReport | None = None
         self.last_error: str | None = None
-        self._seen: Hashable | None = None  # the inputs the latest evaluation started from
+        self._seen: tuple[Hashable, ...] | None = None  # the inputs the latest evaluation started from
         self._stop = threading.Event()
         self._runner = threading.Thread(target=self._run_loop, name="pm-runner", daemon=True)
         self._delivery: threading.Thread | None = None
@@ -419,6 +419,7 @@ class Daemon:
         if current == self._seen:
             self.metrics.polls.labels("unchanged").inc()
             return
+        log.info("poll: %s", changes(self._seen, current))
         self.metrics.polls.labels("changed").inc()
         self.request("poll")
 

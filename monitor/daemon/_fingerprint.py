@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+from .._text import shown
 from ..errors import MonitorError
 from ..settings import Settings
 from ..sources import list_snapshots, model_version
 
-__all__ = ["inputs_fingerprint"]
+__all__ = ["changes", "inputs_fingerprint"]
 
 
 def inputs_fingerprint(settings: Settings) -> tuple[Hashable, ...]:
@@ -42,3 +43,23 @@ def inputs_fingerprint(settings: Settings) -> tuple[Hashable, ...]:
                 + ((latest.snapshot, latest.timestamp, latest.sha256, latest.identity) if latest else (None,))
             )
     return tuple(parts)
+
+
+def changes(before: tuple[Hashable, ...] | None, after: tuple[Hashable, ...]) -> str:
+    """What a poll found new, in words (names and versions only: no locations, no secrets)."""
+    seen = set(before or ())
+    said = [_describe(part) for part in after if part not in seen]
+    return "new " + ", ".join(said) if said else "the inputs changed"
+
+
+def _describe(part: Hashable) -> str:
+    assert isinstance(part, tuple)
+    if part[0] == "model":
+        _, name, digest = part
+        state = "unreadable" if str(digest).startswith("error:") else f"weights {str(digest)[:12]}"
+        return f"model {name}: {state}"
+    task, dataset = part[1], part[2]
+    detail = part[3] if len(part) > 3 else None
+    if isinstance(detail, str) and detail.startswith("error:"):
+        return f"dataset {task}/{dataset}: unreadable"
+    return f"dataset {task}/{dataset}: snapshot {shown(detail) if detail is not None else '(none)'}"

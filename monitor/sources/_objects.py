@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +40,13 @@ _IDENTITY_FIELDS = (
     "checksum",
 )
 _TIME_FIELDS = ("LastModified", "last_modified", "updated", "mtime", "created", "modified")
+# Filesystems are reused for a while (a new S3 client resolves credentials and opens connections:
+# ~1 s), then rebuilt, so that rotated credentials in a profile or a mounted file are picked up.
+_REUSE_SECONDS = 600.0
+# The environment the backends read their credentials and endpoints from.
+_ENV_PREFIXES = ("AWS_", "GOOGLE_", "GCS_", "AZURE_", "FSSPEC_")
+_FILESYSTEMS: dict[str, tuple[float, Any]] = {}
+_FILESYSTEMS_LOCK = threading.Lock()
 
 
 def open_fs(url: str, options: Mapping[str, Any], where: str) -> tuple[Any, str]:
@@ -53,9 +62,7 @@ def open_fs(url: str, options: Mapping[str, Any], where: str) -> tuple[Any, str]
     except ValueError as exc:
         raise SourceError(f"{where}: {exc}; check storage_options") from None
     try:
-        # A new instance each time: fsspec's instance cache would keep the credentials (and the
-        # endpoint) the first call found, where a rotated key or a new AWS_* value must win.
-        fs, path = fsspec.core.url_to_fs(url, skip_instance_cache=True, **plain)
+        fs, path = _filesystem(fsspec, url, plain)
     except ImportError as exc:
         raise SourceError(
             f"{where}: the backend for {shown_text(url.split(':', 1)[0])}:// is not installed "
@@ -65,6 +72,32 @@ def open_fs(url: str, options: Mapping[str, Any], where: str) -> tuple[Any, str]
         raise SourceError(
             f"{where}: cannot open {redact_url(url)}: {scrubbed(exc, options)}; check storage_options"
         ) from None
+    return fs, path
+
+
+def _filesystem(fsspec: Any, url: str, plain: dict[str, Any]) -> tuple[Any, str]:
+    """fsspec's filesystem for `url`, reused while its options and credential environment hold.
+
+    fsspec's own instance cache keys on the options only, so it would keep the credentials (and
+    the endpoint) that the first call found after an `AWS_*` variable changed: ours also keys on
+    that environment, and on age.
+    """
+    protocol = url.split("://", 1)[0].lower()
+    environment = sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES))
+    key = hashlib.sha256(
+        json.dumps([protocol, plain, environment], sort_keys=True, default=repr).encode()
+    ).hexdigest()
+    now = time.monotonic()
+    with _FILESYSTEMS_LOCK:
+        cached = _FILESYSTEMS.get(key)
+        if cached is not None and now - cached[0] < _REUSE_SECONDS:
+            fs = cached[1]
+            return fs, fs._strip_protocol(url)
+    fs, path = fsspec.core.url_to_fs(url, skip_instance_cache=True, **plain)
+    with _FILESYSTEMS_LOCK:
+        for stale in [k for k, (born, _) in _FILESYSTEMS.items() if now - born >= _REUSE_SECONDS]:
+            del _FILESYSTEMS[stale]
+        _FILESYSTEMS[key] = (now, fs)
     return fs, path
 
 
