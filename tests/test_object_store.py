@@ -243,7 +243,7 @@ def test_weights_in_a_bucket_are_fetched_once_by_content_through_the_standard_ch
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     spec = ModelSpec(name="m", architecture="python:absent:build", weights="s3://models/prod/r18.safetensors")
-    local = tmp_path / "r18.safetensors"
+    local = tmp_path / "small.safetensors"
     local.write_bytes(body)
     on_disk = model_version(spec.model_copy(update={"weights": str(local)}), state_dir=tmp_path / "s1")
 
@@ -409,3 +409,50 @@ def test_a_poll_says_what_it_found_new_without_locations() -> None:
         == "new model m: weights bbbbbbbbbbbb, dataset t/d: snapshot s2, dataset t/e: unreadable"
     )
     assert changes(None, before[:1]) == "new model m: weights aaaaaaaaaaaa"
+
+
+@pytest.mark.slow
+def test_check_config_resolves_weights_and_snapshots_in_a_bucket(s3: S3Server, tmp_path: Path) -> None:
+    import torchvision
+    from rich.console import Console
+    from safetensors.torch import save_file
+
+    from monitor.cli._check import check_config
+    from monitor.settings import load_settings
+    from tests._workspace import write_config
+
+    client = s3.bucket("checking")
+    _upload_folder(
+        client, "checking", "line-a/2026-01-01T00", write_snapshot(tmp_path / "s", (1, 2), per_class=3)
+    )
+    save_file(
+        torchvision.models.mobilenet_v3_small(num_classes=3).state_dict(), tmp_path / "small.safetensors"
+    )
+    client.upload_file(str(tmp_path / "small.safetensors"), "checking", "models/small.safetensors")
+    options = s3.options()
+    config = {
+        "models": [
+            {
+                "name": "small",
+                "architecture": "torchvision:mobilenet_v3_small",
+                "weights": "s3://checking/models/small.safetensors",
+                "storage_options": options,
+                "image_size": 32,
+            }
+        ],
+        "tasks": [
+            {
+                "name": "t",
+                "datasets": [{"name": "a", "source": "s3://checking/line-a/", "storage_options": options}],
+            }
+        ],
+        "strategies": [{"name": "lin", "mode": "linear", "lr": 0.1, "epochs": 1}],
+        "seeds": [0],
+    }
+    settings = load_settings(write_config(tmp_path / "c.yaml", config))
+    out = Console(file=io.StringIO(), width=200)
+    assert check_config(settings, out) == 0, out.file.getvalue()
+    printed = out.file.getvalue()
+    digest = hashlib.sha256((tmp_path / "small.safetensors").read_bytes()).hexdigest()
+    assert digest[:12] in printed and "2026-01-01T00" in printed and "ok" in printed
+    assert s3.secret not in printed

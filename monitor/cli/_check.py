@@ -35,7 +35,7 @@ def check_config(settings: Settings, out: Console) -> int:
     for spec in settings.models:
         try:
             version = model_version(spec, state_dir=settings.state_dir, config_dir=settings.config_dir)
-            backbone = load_backbone(spec, config_dir=settings.config_dir)
+            backbone = load_backbone(spec.with_local_weights(version.weights), config_dir=settings.config_dir)
             stages = ", ".join(name for name, _ in backbone.stages[-3:])
             models.add_row(
                 spec.name,

@@ -126,7 +126,8 @@ def work_groups(
         assert isinstance(version, ModelVersion)
         groups.append(
             WorkGroup(
-                model=_with_local_weights(settings.model(model_name), version),
+                # Remote weights were fetched by the sources layer: the worker loads that file.
+                model=settings.model(model_name).with_local_weights(version.weights),
                 version=version,
                 task=settings.task(task_name),
                 snapshot=snapshot_of[(model_name, task_name, dataset_name)],
@@ -136,16 +137,3 @@ def work_groups(
             )
         )
     return groups
-
-
-def _with_local_weights(model: ModelSpec, version: ModelVersion) -> ModelSpec:
-    """The spec a worker gets: its weights are the local file the version was read from.
-
-    Remote weights (s3://, https://, models:/, a torchvision enum) were fetched into the state
-    dir by `model_version`; the worker loads that file and never sees the remote location.
-    """
-    if version.weights is None or model.weights_kind in (None, "file"):
-        return model
-    return model.model_copy(
-        update={"weights": str(version.weights), "weights_sha256": None, "storage_options": {}, "headers": {}}
-    )

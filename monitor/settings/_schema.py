@@ -298,6 +298,18 @@ class ModelSpec(_Strict):
         """Where the weights live: file, http, fsspec, mlflow or torchvision (None: no weights)."""
         return weights_kind(self.weights) if self.weights is not None else None
 
+    def with_local_weights(self, path: Path | None) -> ModelSpec:
+        """This spec as a worker gets it: `weights` is the local file remote weights were fetched to.
+
+        (s3://, https://, models:/ and torchvision enum weights are fetched by the sources layer;
+        a worker loads that file and never sees the remote location or its credentials.)
+        """
+        if path is None or self.weights_kind in (None, "file"):
+            return self
+        return self.model_copy(
+            update={"weights": str(path), "weights_sha256": None, "storage_options": {}, "headers": {}}
+        )
+
     @property
     def weights_path(self) -> Path | None:
         """The local weights file (a worker only ever sees this kind: remote weights are fetched first)."""
