@@ -21,6 +21,7 @@ from rich.console import Console
 from .. import __version__
 from ..errors import ConfigError, MonitorError
 from ..settings import DEFAULT_CONFIG_NAME, Settings, find_config, load_settings, parse_duration
+from ..sources import with_model_defaults
 from ..store import Store
 
 __all__ = ["build_parser", "main"]
@@ -220,7 +221,12 @@ def _settings(args: argparse.Namespace, err: Console) -> Settings:
         path = build_demo(Path(os.environ.get("PM_DEMO_DIR") or DEFAULT_DEMO_DIR), console=err)
     else:
         path = find_config(args.config)
-    return load_settings(path)
+    return _load(path)
+
+
+def _load(path: Path) -> Settings:
+    """The settings of `path`, with each model's image_size/normalize from the model where unset."""
+    return with_model_defaults(load_settings(path))
 
 
 def _serve(args: argparse.Namespace, err: Console) -> int:
@@ -235,7 +241,7 @@ def _serve(args: argparse.Namespace, err: Console) -> int:
     if args.demo:
         root = Path(os.environ.get("PM_DEMO_DIR") or DEFAULT_DEMO_DIR)
         _build_demo_elsewhere(root)
-        settings = load_settings(root / DEFAULT_CONFIG_NAME)
+        settings = _load(root / DEFAULT_CONFIG_NAME)
         from ..demo import DemoFeed
 
         try:
@@ -247,7 +253,7 @@ def _serve(args: argparse.Namespace, err: Console) -> int:
             f"(metrics at /metrics); a new, more drifted snapshot every {args.feed_every}"
         )
         return serve(settings, feed=DemoFeed(root.resolve()), feed_every=every)
-    return serve(load_settings(find_config(args.config)))
+    return serve(_load(find_config(args.config)))
 
 
 def _deliver_notifications(settings: Settings, store: Store, err: Console) -> None:

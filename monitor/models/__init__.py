@@ -1,4 +1,9 @@
-"""Deployed models as backbones: build, load weights safely, find the head and the stages."""
+"""Deployed models as backbones: build, load weights safely, find the head and the stages.
+
+Kinds: torchvision builders, TorchScript archives, python factories, timm models and Hugging Face
+folders (`_build`). `_probe` is run as a child process by the daemon side to learn library facts
+(torchvision enums, timm pretrained configs) without importing torch there.
+"""
 
 from ._build import Backbone, load_backbone
 from ._surgery import drop_head, find_head, find_stages, submodule

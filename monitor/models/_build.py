@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import json
 import sys
 import warnings
 from collections.abc import Iterator
@@ -392,29 +393,10 @@ def _hf_model(spec: ModelSpec) -> tuple[nn.Module, bool]:
     """The folder's AutoModel with its weights (and `weights:` over them); whether its pooler is trained."""
     transformers = _import_extra("transformers", "hf", spec)
     folder = Path(spec.architecture.split(":", 1)[1])
-    names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-    has_weights = any(n.endswith((".safetensors", ".bin")) for n in names)
-    options: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
-    if has_weights and not any(n.endswith(".safetensors") for n in names):
-        _require_weights_only(transformers, spec, folder)
-        options["weights_only"] = True  # transformers' torch.load then runs no code of the file
+    _refuse_custom_code(spec, folder)
     try:
         with _quiet(transformers), _seeded():
-            if has_weights:
-                model, info = transformers.AutoModel.from_pretrained(
-                    str(folder), output_loading_info=True, **options
-                )
-                fresh = {str(k) for k in info.get("missing_keys", ())}
-                fresh |= {str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ())}
-            else:
-                if spec.weights is None:
-                    raise ModelError(
-                        f"model {spec.name}: {folder} holds no weights (model.safetensors or pytorch_model.bin); "
-                        "save the model with save_pretrained, or set `weights:` to a state_dict file"
-                    )
-                config = transformers.AutoConfig.from_pretrained(str(folder), **options)
-                model = transformers.AutoModel.from_config(config, trust_remote_code=False)
-                fresh = set()  # every key is checked against `weights:` below
+            model, fresh = _hf_load(transformers, spec, folder)
     except ModelError:
         raise
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... on a bad folder
@@ -428,18 +410,55 @@ def _hf_model(spec: ModelSpec) -> tuple[nn.Module, bool]:
     if spec.weights is not None:
         path = _weights_file(spec)
         fit_state_dict(model, read_state_dict(path), path=path, architecture=spec.architecture, head=None)
-        fresh = set()
+        fresh = set()  # strict: every key came from the file
     uncovered = sorted(k for k in fresh if not k.startswith("pooler."))
     if uncovered:
-        shown_keys = ", ".join(uncovered[:6]) + (
+        listed = ", ".join(uncovered[:6]) + (
             f" (and {len(uncovered) - 6} more)" if len(uncovered) > 6 else ""
         )
         raise ModelError(
             f"model {spec.name}: the weights in {folder} do not cover {type(model).__name__}: missing "
-            f"{shown_keys} (transformers would initialise them at random); save the folder again with "
+            f"{listed} (transformers would initialise them at random); save the folder again with "
             "save_pretrained from the model you deploy"
         )
     return model, not any(k.startswith("pooler.") for k in fresh)
+
+
+def _hf_load(transformers: Any, spec: ModelSpec, folder: Path) -> tuple[nn.Module, set[str]]:
+    """`AutoModel.from_pretrained` offline (or `from_config`, for a folder whose weights are `weights:`)
+    and the keys transformers had to initialise itself (missing from, or mis-shaped in, the folder)."""
+    names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    offline: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
+    if not any(n.endswith((".safetensors", ".bin")) for n in names):
+        if spec.weights is None:
+            raise ModelError(
+                f"model {spec.name}: {folder} holds no weights (model.safetensors or pytorch_model.bin); "
+                "save the model with save_pretrained, or set `weights:` to a state_dict file"
+            )
+        config = transformers.AutoConfig.from_pretrained(str(folder), **offline)
+        return transformers.AutoModel.from_config(config, trust_remote_code=False), set()
+    if not any(n.endswith(".safetensors") for n in names):
+        _require_weights_only(transformers, spec, folder)
+        offline["weights_only"] = True  # transformers' torch.load then runs no code of the file
+    model, info = transformers.AutoModel.from_pretrained(str(folder), output_loading_info=True, **offline)
+    fresh = {str(k) for k in info.get("missing_keys", ())}
+    fresh |= {str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ())}
+    return model, fresh
+
+
+def _refuse_custom_code(spec: ModelSpec, folder: Path) -> None:
+    """A config that maps to code of its own (`auto_map`) is refused, not quietly loaded as the
+    library's class of the same `model_type`: no code from a model folder ever runs here."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # transformers says what is wrong with it
+    if isinstance(config, dict) and config.get("auto_map"):
+        raise ModelError(
+            f"model {spec.name}: {folder}/config.json maps to custom model code (auto_map), and code from "
+            "a model folder never runs here (trust_remote_code is never used); use "
+            "architecture python:<module>:<callable> for a model of your own"
+        )
 
 
 def _require_weights_only(transformers: Any, spec: ModelSpec, folder: Path) -> None:

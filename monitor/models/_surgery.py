@@ -12,7 +12,16 @@ from torch import nn
 
 from ..errors import ModelError
 
-__all__ = ["drop_head", "find_head", "find_stages", "head_in_features", "submodule"]
+__all__ = [
+    "drop_head",
+    "find_head",
+    "find_stages",
+    "head_in_features",
+    "largest_module_list",
+    "module_path",
+    "submodule",
+    "tail_after",
+]
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList)
 
@@ -137,3 +146,43 @@ def find_stages(model: nn.Module, head: str, blocks: str | None, *, name: str) -
 
 def _scripted_container(module: nn.Module) -> bool:
     return getattr(module, "original_name", None) in ("Sequential", "ModuleList")
+
+
+def module_path(model: nn.Module, target: nn.Module) -> str | None:
+    """The attribute path of `target` inside `model` (None if it is not one of its submodules).
+
+    Libraries hand out modules (timm's `get_classifier()`); the rest of this package speaks in paths.
+    """
+    return next((path for path, module in model.named_modules() if module is target and path), None)
+
+
+def tail_after(model: nn.Module, container: str, head: str) -> list[tuple[str, nn.Module]]:
+    """Parameter-holding top-level children registered after `container`'s top-level module.
+
+    They sit between the last stage and the classifier (ViT's final norm, EfficientNet's
+    conv_head and bn2): `partial` must train them with the last stage, or the stage it trains
+    feeds a frozen layer it was never fitted to. Registration order is forward order in the
+    libraries this is used for (timm); the head's own container is left out.
+    """
+    top, head_top = container.split(".", 1)[0], head.split(".", 1)[0]
+    children = list(model.named_children())
+    names = [n for n, _ in children]
+    if top not in names:
+        return []
+    return [(n, m) for n, m in children[names.index(top) + 1 :] if n != head_top and _has_params(m)]
+
+
+def largest_module_list(model: nn.Module) -> str | None:
+    """The path of the ModuleList holding the most parameters: a transformer's layers, a CNN's stages.
+
+    Hugging Face models keep their repeated blocks in one (ViT's `layers`/`encoder.layer`,
+    ConvNeXt's `encoder.stages`, Swin's `encoder.layers`); an outer list wins ties with the lists
+    inside its own blocks, because it comes first.
+    """
+    best, best_size = None, 0
+    for path, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) >= 1:
+            size = sum(p.numel() for p in module.parameters())
+            if size > best_size:
+                best, best_size = path, size
+    return best

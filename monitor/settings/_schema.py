@@ -281,6 +281,8 @@ class ModelSpec(_Strict):
                     "weights: expected models:/<name>@<alias>, models:/<name>/<version> or "
                     "models:/<name>/<stage>"
                 )
+        if self.kind == "hf" and self.head is not None:
+            raise ValueError("head: an hf: model has no classifier to name (its pooled features are used)")
         if self.weights_sha256 is not None and self.weights_kind != "http":
             raise ValueError("weights_sha256: only for http(s) weights (other kinds are digested as found)")
         if self.headers and self.weights_kind != "http":

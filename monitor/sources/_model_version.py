@@ -28,8 +28,8 @@ def model_version(spec: ModelSpec, *, state_dir: Path, config_dir: Path | None =
     With weights, the digest is the weights' sha256. A `python:<module>:<callable>` factory is
     also versioned by the sha256 of the module's source file (found on `config_dir` then
     `sys.path`, without importing anything): changing the model's code is a new version. Code the
-    module imports from elsewhere is not covered. An `hf:<folder>` model without `weights:` is
-    versioned by its folder's files. Without weights and without a findable source the digest is
+    module imports from elsewhere is not covered. An `hf:<folder>` model is versioned by its
+    folder's config.json and weight files (combined with `weights:` when it has one). Without weights and without a findable source the digest is
     "", and the worker that imports it reports the real problem.
 
     `ModelVersion.weights` is always a local file: remote weights are fetched (once per content)
@@ -38,13 +38,14 @@ def model_version(spec: ModelSpec, *, state_dir: Path, config_dir: Path | None =
     state_dir = Path(state_dir)
     memo = DigestMemo(state_dir)
     source_digest = _factory_digest(spec, config_dir, memo)
+    if spec.kind == "hf":
+        from ._hf import hf_digest
+
+        # The folder's config.json (and its weights, if any) is the architecture: part of every version.
+        source_digest = hf_digest(spec, memo)
     label: str | None = None
     kind = spec.weights_kind
     if kind is None:
-        if spec.kind == "hf":
-            from ._hf import hf_digest
-
-            source_digest = hf_digest(spec, memo)
         return ModelVersion(
             model=spec.name, architecture=spec.architecture, digest=source_digest, weights=None
         )

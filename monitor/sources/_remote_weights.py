@@ -6,7 +6,7 @@ of the bytes it had, so unchanged weights are never downloaded again. A changed 
 download, and the version is the sha256 of what arrived — equal to the same file's on local
 disk. HTTP weights pinned with `weights_sha256` are checked against it and never polled at all.
 
-Cached files not used for `UNUSED_RETENTION_SECONDS` are removed (each use marks its folder).
+The cache itself (publish, mark used, prune) is `_weights_cache`, shared with the MLflow registry.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -30,14 +29,13 @@ from ._fs import sweep_stale
 from ._http import http_client
 from ._memo import DigestMemo
 from ._objects import copy_object, identity, open_fs, scrubbed
+from ._weights_cache import cached, prune, publish
 
-__all__ = ["MAX_WEIGHTS_BYTES", "UNUSED_RETENTION_SECONDS", "remote_weights"]
+__all__ = ["MAX_WEIGHTS_BYTES", "remote_weights"]
 
 # Checkpoints of deployed vision models run to a few GB (ViT-H is 2.5 GB in fp32); the cap only
 # stops a wrong URL (a dataset, a disk image) from filling the state dir.
 MAX_WEIGHTS_BYTES = 32 * 2**30
-# A superseded version's weights are kept a while (a run that started on them may still load them).
-UNUSED_RETENTION_SECONDS = 3 * 86400.0
 
 
 def remote_weights(
@@ -52,7 +50,7 @@ def remote_weights(
     what = f"weights {redact_url(spec.weights)} of model {spec.name}"
     if spec.weights_kind == "http":
         if spec.weights_sha256 is not None:
-            found = _cached(weights_dir, spec.weights_sha256, name)
+            found = cached(weights_dir, spec.weights_sha256, name)
             if found is not None:
                 return found, spec.weights_sha256
             path, digest = _download_http(spec, weights_dir, name, what, client)
@@ -65,12 +63,12 @@ def remote_weights(
         fetch = lambda: _download_object(fs, path_in_fs, size, spec, weights_dir, name, what)  # noqa: E731
     known = memo.get(key, signature)
     if known is not None:
-        found = _cached(weights_dir, known, name)
+        found = cached(weights_dir, known, name)
         if found is not None:
             return found, known
     path, digest = fetch()
     memo.put(key, signature, digest)
-    _prune(weights_dir, keep=digest)
+    prune(weights_dir, keep=digest)
     return path, digest
 
 
@@ -78,15 +76,6 @@ def _file_name(url: str) -> str:
     name = urlsplit(url).path.rsplit("/", 1)[-1]
     # The suffix tells the loader the format (.safetensors or a torch pickle); the name is ours.
     return name if name and not name.startswith(".") else "weights.pt"
-
-
-def _cached(weights_dir: Path, digest: str, name: str) -> Path | None:
-    path = weights_dir / digest / name
-    if not path.is_file():
-        return None
-    with contextlib.suppress(OSError):
-        os.utime(path.parent)  # in use: keeps it from being pruned
-    return path
 
 
 def _http_identity(spec: ModelSpec, what: str, client: httpx.Client | None) -> str:
@@ -163,7 +152,7 @@ def _download_http(
             f"{what} have sha256 {actual}, but models[].weights_sha256 says {spec.weights_sha256}: the file "
             "was replaced or truncated; publish the right file or update weights_sha256"
         )
-    return _publish(tmp, weights_dir, actual, name), actual
+    return publish(tmp, weights_dir, actual, name), actual
 
 
 def _object_identity(fs: Any, path: str, spec: ModelSpec, what: str) -> tuple[str, int | None]:
@@ -202,7 +191,7 @@ def _download_object(
         )
     except SnapshotRejected as exc:
         raise SourceError(str(exc)) from None
-    return _publish(tmp, weights_dir, digest, name), digest
+    return publish(tmp, weights_dir, digest, name), digest
 
 
 def _temp_file(weights_dir: Path) -> Path:
@@ -211,22 +200,3 @@ def _temp_file(weights_dir: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=weights_dir)
     os.close(fd)
     return Path(name)
-
-
-def _publish(tmp: Path, weights_dir: Path, digest: str, name: str) -> Path:
-    folder = weights_dir / digest
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / name
-    os.replace(tmp, final)
-    return final
-
-
-def _prune(weights_dir: Path, *, keep: str) -> None:
-    cutoff = time.time() - UNUSED_RETENTION_SECONDS
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(weights_dir):
-            if entry.name == keep or entry.name.startswith("."):
-                continue
-            with contextlib.suppress(OSError):
-                if entry.is_dir(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
-                    shutil.rmtree(entry.path, ignore_errors=True)
