@@ -480,9 +480,13 @@ def test_the_probe_runs_in_a_child_process_once(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # trains: a few seconds
-def test_timm_and_hf_models_run_the_grid(tmp_path, timm_resnet18, hf_models):
+def test_timm_and_hf_models_run_the_grid_beside_a_torchvision_one(tmp_path, timm_resnet18, hf_models):
+    from safetensors.torch import save_file
+
     path, _ = timm_resnet18
     folder, _ = hf_models["vit"]
+    torch.manual_seed(0)
+    save_file(torchvision.models.resnet18(num_classes=10).state_dict(), tmp_path / "tv-r18.safetensors")
     write_snapshot(tmp_path / "data" / "a" / "2026-01-01T00", (5, 6, 7), per_class=18)
     config = {
         "state_dir": "state",
@@ -490,6 +494,12 @@ def test_timm_and_hf_models_run_the_grid(tmp_path, timm_resnet18, hf_models):
         "models": [
             {"name": "timm-r18", "architecture": "timm:resnet18", "weights": str(path), "image_size": 32},
             {"name": "hf-vit", "architecture": f"hf:{folder}", "image_size": 32},
+            {
+                "name": "tv-r18",
+                "architecture": "torchvision:resnet18",
+                "weights": str(tmp_path / "tv-r18.safetensors"),
+                "image_size": 32,
+            },
         ],
         "tasks": [
             {
@@ -518,3 +528,4 @@ def test_timm_and_hf_models_run_the_grid(tmp_path, timm_resnet18, hf_models):
     for model in report.models:
         assert {c.status for c in model.cells} == {"ok"}, [c.error for c in model.cells]
         assert len(model.cells) == 2
+    assert [m.score.model for m in report.models] == ["timm-r18", "hf-vit", "tv-r18"]
