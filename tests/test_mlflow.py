@@ -258,9 +258,34 @@ def test_an_alias_is_fetched_once_and_follows_the_registry(
     assert (path.stat().st_ino, path.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert not [p.name for p in (state / "weights").iterdir() if p.name.startswith(".")]  # no temp left
 
+    # What the daemon's poll compares (DESIGN: a new version behind the alias triggers a run).
+    from monitor.daemon._fingerprint import changes, inputs_fingerprint
+    from monitor.settings import settings_from_mapping
+
+    (tmp_path / "data").mkdir()
+    settings = settings_from_mapping(
+        {
+            "state_dir": str(state),
+            "models": [
+                {
+                    "name": "r18",
+                    "architecture": "torchvision:resnet18",
+                    "weights": "models:/r18-alias@champion",
+                }
+            ],
+            "tasks": [{"name": "t", "datasets": [{"name": "d", "source": "data"}]}],
+            "strategies": [{"name": "lin", "mode": "linear", "lr": 0.1, "epochs": 1}],
+        },
+        base_dir=tmp_path,
+    )
+    polled = inputs_fingerprint(settings)
+    assert inputs_fingerprint(settings) == polled and downloads == []
+
     # A new version and the alias moved: a new digest and label; the worker's file is .safetensors.
     assert registry.register("r18-alias", {"resnet18.safetensors": resnet_weights.v2}) == "2"
     client.set_registered_model_alias("r18-alias", "champion", "2")
+    moved = inputs_fingerprint(settings)
+    assert changes(polled, moved) == f"new model r18: weights {_sha256(resnet_weights.v2)[:12]}"
     path2, digest2, label2 = mlflow_weights(_spec("models:/r18-alias@champion"), state_dir=state)
     assert (digest2, label2) == (_sha256(resnet_weights.v2), "v2") and digest2 != digest
     assert path2 == state / "weights" / digest2 / "resnet18.safetensors"

@@ -119,7 +119,7 @@ def test_the_actor_reads_nothing_of_the_daemons_disk(workspace, cluster, tmp_pat
     work = group(
         root, (task, info, dataclasses.replace(data, path=moved)), "python:tiny_exec:build", [LINEAR, PARTIAL]
     )
-    work = dataclasses.replace(work, model=work.model.model_copy(update={"weights": weights}))
+    work = dataclasses.replace(work, model=work.model.model_copy(update={"weights": str(weights)}))
     executor = RayExecutor(cpus_per_worker=1, max_workers=1, options=OPTIONS, cpu_only=True)
     results = {}
     try:

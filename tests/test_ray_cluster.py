@@ -79,7 +79,7 @@ def _remote_work(tmp_path: Path):
     torch.save(module.state_dict(), weights)
     work = group(root, prepared, "python:tiny_two:build", [LINEAR, PARTIAL], seeds=(0, 1))
     work = dataclasses.replace(
-        work, model=work.model.model_copy(update={"weights": weights}), config_dir=code
+        work, model=work.model.model_copy(update={"weights": str(weights)}), config_dir=code
     )
     local = run(InlineExecutor("cpu", OPTIONS), [work])
     return work, code, local
