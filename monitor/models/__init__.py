@@ -1,7 +1,7 @@
 """Deployed models as backbones: build, load weights safely, find the head and the stages.
 
-Kinds: torchvision builders, TorchScript archives, python factories, timm models and Hugging Face
-folders (`_build`). `_probe` is run as a child process by the daemon side to learn library facts
+Kinds: torchvision builders, TorchScript archives, python factories (`_build`), timm models
+(`_timm`) and Hugging Face folders (`_hf`), each returning a `Backbone` (`_backbone`). `_probe` is run as a child process by the daemon side to learn library facts
 (torchvision enums, timm pretrained configs) without importing torch there.
 """
 
