@@ -36,6 +36,8 @@ class Server:
     # When set, every request must carry this Authorization header (else 401).
     token: str | None = None
     authorizations: list[str | None] = field(default_factory=list)
+    api_keys: list[str | None] = field(default_factory=list)  # X-Api-Key of every request
+    refuse_head: bool = False  # answer HEAD with 405, as some servers do
 
     def serve(self, path: str, body: bytes, status: int = 200, **headers: str) -> str:
         self.routes[path] = (status, body, headers)
@@ -51,6 +53,12 @@ def server() -> Iterator[Server]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_HEAD(self) -> None:
+            if state["server"].refuse_head:
+                state["server"].methods.append(("HEAD", self.path))
+                self.send_response(405)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self._answer(send_body=False)
 
         def do_GET(self) -> None:
@@ -60,6 +68,7 @@ def server() -> Iterator[Server]:
             srv = state["server"]
             srv.methods.append((self.command, self.path))
             srv.authorizations.append(self.headers.get("Authorization"))
+            srv.api_keys.append(self.headers.get("X-Api-Key"))
             if send_body:
                 srv.hits.append(self.path)
             status, body, headers = srv.routes.get(self.path, (404, b"not found", {}))
@@ -366,3 +375,84 @@ def test_pinned_http_weights_are_checked_and_never_polled(server: Server, tmp_pa
     with pytest.raises(SourceError, match=r"have sha256 .* but models\[\]\.weights_sha256 says 0000"):
         model_version(wrong, state_dir=tmp_path / "other")
     assert not any((tmp_path / "other" / "weights").glob("*/*"))  # nothing kept
+
+
+def test_credentials_never_follow_a_redirect_to_another_origin(server: Server, tmp_path: Path) -> None:
+    from monitor.settings import ModelSpec
+    from monitor.sources import model_version
+
+    body = _weights_bytes()
+    elsewhere = server.base.replace("127.0.0.1", "localhost") + "/cdn/w.safetensors"  # another origin
+    server.serve("/cdn/w.safetensors", body, etag='"cdn"')
+    server.serve("/same/w.safetensors", b"", status=302, location="/models/w.safetensors")
+    server.serve("/models/w.safetensors", b"", status=302, location=elsewhere)
+    spec = ModelSpec(
+        name="m",
+        architecture="python:x:build",
+        weights=server.base + "/same/w.safetensors",
+        headers={"X-Api-Key": "key-0123456789", "Authorization": TOKEN},
+    )
+    assert model_version(spec, state_dir=tmp_path / "state").digest == _sha(body)
+    # HEAD and GET each: two hops on the origin with the credentials, none at the CDN.
+    assert server.api_keys == ["key-0123456789", "key-0123456789", None] * 2
+    assert server.authorizations == [TOKEN, TOKEN, None] * 2
+
+
+def test_a_server_without_head_is_asked_with_a_ranged_get_and_one_without_validators_needs_a_pin(
+    server: Server, tmp_path: Path
+) -> None:
+    from monitor.settings import ModelSpec
+    from monitor.sources import model_version
+
+    body = _weights_bytes()
+    url = server.serve("/w.safetensors", body, etag='"v1"')
+    server.refuse_head = True
+    spec = ModelSpec(name="m", architecture="python:x:build", weights=url)
+    assert model_version(spec, state_dir=tmp_path / "state").digest == _sha(body)
+    assert model_version(spec, state_dir=tmp_path / "state").digest == _sha(body)
+    assert [m for m, _ in server.methods].count("GET") == 3  # two one-byte probes, one download
+
+    bare = server.serve("/bare.safetensors", body, length="none")
+    with pytest.raises(SourceError, match=r"neither an ETag nor a Last-Modified .*weights_sha256"):
+        model_version(spec.model_copy(update={"weights": bare}), state_dir=tmp_path / "state")
+
+
+def test_a_pinned_file_that_does_not_match_is_not_downloaded_at_every_poll(
+    server: Server, tmp_path: Path
+) -> None:
+    from monitor.settings import ModelSpec
+    from monitor.sources import model_version
+
+    url = server.serve("/w.safetensors", _weights_bytes())
+    spec = ModelSpec(name="m", architecture="python:x:build", weights=url, weights_sha256="0" * 64)
+    for again in (False, True):
+        with pytest.raises(SourceError, match="weights_sha256 says 0000") as caught:
+            model_version(spec, state_dir=tmp_path / "state")
+        assert ("an hour after the last try" in str(caught.value)) is again
+    assert server.hits == ["/w.safetensors"]
+
+
+def test_a_header_value_that_http_cannot_carry_is_refused_without_showing_it(
+    server: Server, tmp_path: Path
+) -> None:
+    from monitor.errors import ConfigError
+    from monitor.settings import settings_from_mapping
+
+    document = {
+        "models": [{"name": "m", "architecture": "python:x:build"}],
+        "tasks": [{"name": "t", "datasets": [{"name": "d", "source": server.base + "/m.json"}]}],
+        "strategies": [{"name": "s", "mode": "linear", "lr": 0.1, "epochs": 1}],
+    }
+    for bad in ("Bearer tok-77\n", "Bearer tok-77-€"):  # a YAML block scalar's newline; not Latin-1
+        document["tasks"][0]["datasets"][0]["headers"] = {"Authorization": bad}
+        with pytest.raises(ConfigError, match=r"line break|Latin-1") as caught:
+            settings_from_mapping(document, base_dir=tmp_path)
+        assert "tok-77" not in str(caught.value)
+    token = tmp_path / "token"
+    token.write_text("Bearer tok-88\nsecond line\n")
+    dataset = DatasetSpec(
+        name="ds", source=server.base + "/m.json", headers={"Authorization_file": str(token)}
+    )
+    with pytest.raises(SourceError, match="line break") as raised:
+        list_snapshots("task", dataset, state_dir=tmp_path / "state")
+    assert "tok-88" not in str(raised.value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -82,13 +83,19 @@ def test_a_bucket_prefix_is_listed_like_a_local_folder(s3: S3Server, tmp_path: P
     client.put_object(Bucket="listing", Key="line-a/README.txt", Body=b"not a snapshot")
 
     found = list_snapshots("t", _dataset(s3, "s3://listing/line-a/"), state_dir=tmp_path / "state")
-    assert [(c.snapshot, c.kind) for c in found] == [
-        ("2026-01-01T00", "prefix"),
-        ("2026-01-03T00", "object"),
-        ("2026-01-04T00", "object"),
+    # Folders older than the newest complete snapshot are listed unchecked: their marker is looked
+    # at when one is fetched (a poll costs one request per snapshot otherwise).
+    assert [(c.snapshot, c.kind, c.verified) for c in found] == [
+        ("2026-01-01T00", "prefix", False),
+        ("2026-01-02T00", "prefix", False),
+        ("2026-01-03T00", "object", True),
+        ("2026-01-04T00", "object", True),
     ]
-    assert all(c.identity and c.timestamp > 0 for c in found)
+    assert all(c.identity and c.timestamp > 0 for c in found if c.verified)
     assert s3.secret not in repr(found)
+    with pytest.raises(SourceError, match=r"is not complete \(no _SUCCESS\)"):
+        materialize(found[1], state_dir=tmp_path / "state")
+    found.pop(1)
 
     no_marker = DatasetSpec(
         name="ds", source="s3://listing/line-a", ready_marker=None, storage_options=s3.options()
@@ -131,14 +138,16 @@ def test_an_unchanged_poll_downloads_nothing_and_a_new_snapshot_is_seen(
     found = list_snapshots("t", dataset, state_dir=state)
     assert [c.snapshot for c in found] == ["2026-01-01T00", "2026-01-02T00"]
 
-    # Rewriting a snapshot in place (a new marker) is a new identity: fetched again.
+    # Rewriting a snapshot in place and uploading its (empty, so same-ETag) marker again is a new
+    # identity: fetched again. S3 times have 1 s resolution: the rewrite is a second later.
+    time.sleep(1.1)
     opens.clear()
     client.put_object(
         Bucket="polling",
         Key="p/2026-01-01T00/train/1/extra.png",
         Body=(snap / "train/1").iterdir().__next__().read_bytes(),
     )
-    client.put_object(Bucket="polling", Key="p/2026-01-01T00/_SUCCESS", Body=b"again")
+    client.put_object(Bucket="polling", Key="p/2026-01-01T00/_SUCCESS", Body=b"")
     rewritten = materialize(list_snapshots("t", dataset, state_dir=state)[0], state_dir=state)
     assert rewritten.digest != info.digest and len(opens) == 13
 
@@ -456,3 +465,54 @@ def test_check_config_resolves_weights_and_snapshots_in_a_bucket(s3: S3Server, t
     digest = hashlib.sha256((tmp_path / "small.safetensors").read_bytes()).hexdigest()
     assert digest[:12] in printed and "2026-01-01T00" in printed and "ok" in printed
     assert s3.secret not in printed
+
+
+def test_only_the_newest_complete_folder_is_checked_at_each_poll(s3: S3Server, tmp_path: Path) -> None:
+    """A poll costs one listing plus the markers down to the newest complete snapshot; an older
+    folder's marker is checked when (if ever) it is fetched."""
+    client = s3.bucket("lazy")
+    snap = write_snapshot(tmp_path / "snap", (1, 2), per_class=3)
+    _upload_folder(client, "lazy", "p/2026-01-02T00", snap)
+    (snap / "_SUCCESS").unlink()
+    _upload_folder(client, "lazy", "p/2026-01-01T00", snap)  # never completed
+    _upload_folder(client, "lazy", "p/2026-01-03T00", snap)  # being written: no marker yet
+    dataset, state = _dataset(s3, "s3://lazy/p"), tmp_path / "state"
+    found = list_snapshots("t", dataset, state_dir=state)
+    assert [(c.snapshot, c.verified) for c in found] == [("2026-01-01T00", False), ("2026-01-02T00", True)]
+    with pytest.raises(SourceError, match=r"is not complete \(no _SUCCESS\)"):
+        materialize(found[0], state_dir=state)
+    assert materialize(found[1], state_dir=state).timestamp == found[1].timestamp > 0
+
+
+def test_keys_no_local_folder_can_hold_reject_the_snapshot_naming_the_key(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    from monitor.errors import SnapshotRejected
+
+    client = s3.bucket("badkeys")
+    image = write_snapshot(tmp_path / "snap", (1,), per_class=1, layout="hashed")
+    png = next(image.rglob("*.png")).read_bytes()
+    cases = {
+        "long": [f"p/long/1/{'x' * 300}.png"],
+        "clash": ["p/clash/1/a.png", "p/clash/1/a.png/b.png"],
+    }
+    for case, keys in cases.items():
+        for key in keys:
+            client.put_object(Bucket="badkeys", Key=key, Body=png)
+        client.put_object(Bucket="badkeys", Key=f"p/{case}/_SUCCESS", Body=b"")
+    found = {
+        c.snapshot: c
+        for c in list_snapshots(
+            "t",
+            _dataset(
+                s3,
+                "s3://badkeys/p",
+            ),
+            state_dir=tmp_path / "s",
+        )
+    }
+    with pytest.raises(SnapshotRejected, match="longer than 255 bytes"):
+        materialize(found["long"], state_dir=tmp_path / "s")
+    with pytest.raises(SnapshotRejected, match="is both an image and the folder of"):
+        materialize(found["clash"], state_dir=tmp_path / "s")
+    assert not list((tmp_path / "s" / "snapshots").glob("[0-9a-f]*"))

@@ -100,11 +100,24 @@ def _secret_options(value: dict[str, Any]) -> dict[str, Any]:
     return {str(k): _wrap(v) for k, v in value.items()}
 
 
+def _header_value_problem(value: str) -> str | None:
+    """Why `value` cannot be sent as a header (the value itself is never part of the answer)."""
+    if any(c in value for c in "\r\n\x00"):
+        return "its value holds a line break or NUL (a YAML block scalar keeps its trailing newline: use a plain string)"
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return "its value holds characters HTTP headers cannot carry (only Latin-1)"
+    return None
+
+
 def _secret_headers(value: dict[str, SecretStr]) -> dict[str, SecretStr]:
-    for name in value:
+    for name, secret in value.items():
         bare = name.removesuffix(_FILE_SUFFIX) if name.endswith(_FILE_SUFFIX) else name
         if not _HEADER_NAME.match(bare):
             raise ValueError(f"{name!r} is not a valid HTTP header name")
+        if not name.endswith(_FILE_SUFFIX) and (problem := _header_value_problem(secret.get_secret_value())):
+            raise ValueError(f"header {name!r}: {problem}")
     return value
 
 
@@ -150,9 +163,10 @@ def reveal_headers(headers: Mapping[str, SecretStr]) -> dict[str, str]:
     plain: dict[str, str] = {}
     for name, value in headers.items():
         if name.endswith(_FILE_SUFFIX):
-            plain[name.removesuffix(_FILE_SUFFIX)] = _read_secret_file(
-                value.get_secret_value(), f"headers.{name}"
-            )
+            text = _read_secret_file(value.get_secret_value(), f"headers.{name}")
+            if (problem := _header_value_problem(text)) is not None:
+                raise ValueError(f"headers.{name} ({value.get_secret_value()}): {problem}")
+            plain[name.removesuffix(_FILE_SUFFIX)] = text
         else:
             plain[name] = value.get_secret_value()
     return plain

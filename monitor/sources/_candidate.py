@@ -42,6 +42,10 @@ class SnapshotCandidate:
     # prefix/object: the object store's identity of the snapshot (ETag, version, size of the
     # archive, or of the folder's ready marker): a change of it is a new snapshot
     identity: str | None = None
+    # prefix: False for a folder older than the newest complete snapshot, whose ready marker is
+    # checked only when it is fetched (a poll costs one request per snapshot otherwise)
+    verified: bool = True
+    ready_marker: str | None = None
     # what opens the location again (fsspec storage_options, HTTP headers): secrets, never shown
     storage_options: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     headers: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)

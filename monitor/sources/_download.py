@@ -11,11 +11,12 @@ from typing import Any
 
 import httpx
 
-from .._text import shown, shown_text
+from .._text import shown
 from ..errors import SnapshotRejected, SourceError
 from ..settings import redact_url, reveal_headers
 from ._fs import sweep_stale
-from ._http import http_client
+from ._http import http_client, stream
+from ._objects import scrubbed
 
 __all__ = ["download"]
 
@@ -42,15 +43,14 @@ def download(
     sweep_stale(downloads_dir)
     fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=downloads_dir)
     tmp = Path(tmp_name)
+    plain = _plain_headers(headers, label)
     try:
         digest = hashlib.sha256()
         size = 0
         with (
             os.fdopen(fd, "wb") as out,
             http_client(client) as http,
-            http.stream(
-                "GET", url, headers=_plain_headers(headers, label), follow_redirects=True
-            ) as response,
+            stream(http, "GET", url, plain) as response,
         ):
             if response.status_code != 200:
                 raise SourceError(
@@ -79,7 +79,7 @@ def download(
     except httpx.HTTPError as exc:
         tmp.unlink(missing_ok=True)
         raise SourceError(
-            f"cannot download snapshot {label} from {where}: {type(exc).__name__}: {shown_text(str(exc))}; "
+            f"cannot download snapshot {label} from {where}: {scrubbed(exc, also=plain.values())}; "
             f"check the network and the server, it will be retried on the next poll"
         ) from None
     except OSError as exc:

@@ -22,7 +22,8 @@ from .._text import shown, shown_text
 from ..errors import SourceError
 from ..settings import DatasetSpec, redact_url, reveal_headers
 from ._candidate import SnapshotCandidate, split_archive_name
-from ._http import http_client
+from ._http import http_client, same_origin, stream
+from ._objects import scrubbed
 
 __all__ = ["MAX_MANIFEST_BYTES", "list_manifest"]
 
@@ -59,7 +60,7 @@ def _fetch(url: str, where: str, client: httpx.Client | None, headers: dict[str,
     try:
         with (
             http_client(client) as http,
-            http.stream("GET", url, headers=headers, follow_redirects=True) as response,
+            stream(http, "GET", url, headers) as response,
         ):
             if response.status_code in (401, 403):
                 raise SourceError(
@@ -84,7 +85,7 @@ def _fetch(url: str, where: str, client: httpx.Client | None, headers: dict[str,
             modified = response.headers.get("last-modified")
     except httpx.HTTPError as exc:
         raise SourceError(
-            f"cannot list snapshots of {where}: {type(exc).__name__}: {shown_text(str(exc))}; check the URL and the network"
+            f"cannot list snapshots of {where}: {scrubbed(exc, also=headers.values())}; check the URL and the network"
         ) from None
     return b"".join(chunks), _http_date(modified) or time.time()
 
@@ -133,15 +134,10 @@ def _entries(
                 timestamp=_timestamp(entry.get("timestamp"), snapshot_id, fallback_time),
                 source=redact_url(dataset.source),
                 # The manifest's credentials go along only to its own origin, never to a third party.
-                headers=dataset.headers if _same_origin(absolute, dataset.source) else {},
+                headers=dataset.headers if same_origin(absolute, dataset.source) else {},
             )
         )
     return found
-
-
-def _same_origin(url: str, other: str) -> bool:
-    a, b = urlsplit(url), urlsplit(other)
-    return (a.scheme.lower(), a.hostname, a.port) == (b.scheme.lower(), b.hostname, b.port)
 
 
 def _timestamp(declared: object, snapshot_id: str, fallback: float) -> float:

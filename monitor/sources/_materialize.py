@@ -49,6 +49,7 @@ def materialize(
     """
     state_dir = Path(state_dir)
     memo = DigestMemo(state_dir)
+    timestamp = candidate.timestamp
     label = f"{candidate.task}/{candidate.dataset}/{shown(candidate.snapshot)}"
     snapshots_dir = state_dir / "snapshots"
     if candidate.kind == "directory":
@@ -63,7 +64,9 @@ def materialize(
         digest = _digest_or_error(lambda: file_digest(archive, memo), label, archive)
         content = extracted(archive, _suffix(archive.name, label), digest, snapshots_dir, label, limits)
     elif candidate.kind in ("prefix", "object"):
-        content, digest = fetch_object_snapshot(candidate, state_dir=state_dir, limits=limits, label=label)
+        content, digest, timestamp = fetch_object_snapshot(
+            candidate, state_dir=state_dir, limits=limits, label=label
+        )
     else:
         if not candidate.sha256:
             raise SourceError(
@@ -97,7 +100,7 @@ def materialize(
         digest=digest,
         root=_unwrap(content),
         source=candidate.source or redact_url(candidate.location),
-        timestamp=candidate.timestamp,
+        timestamp=timestamp,
     )
 
 

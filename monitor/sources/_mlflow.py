@@ -206,7 +206,13 @@ def _registry_uri(mlflow: ModuleType, spec: ModelSpec) -> str:
 
 def _resolve(mlflow: ModuleType, ref: _Reference, registry: str, spec: ModelSpec) -> _Version:
     """Ask the registry which version the URI names: one request."""
-    client = mlflow.tracking.MlflowClient(registry_uri=registry)
+    try:
+        client = mlflow.tracking.MlflowClient(registry_uri=registry)
+    except Exception as exc:  # an unsupported registry URI, an auth plugin's own errors
+        raise SourceError(
+            f"model {spec.name}: cannot use the MLflow registry at {shown(redact_url(registry))} "
+            f"({type(exc).__name__}: {_first_line(exc)}); check MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI"
+        ) from None
     try:
         if ref.alias is not None:
             found = client.get_model_version_by_alias(ref.name, ref.alias)
@@ -216,6 +222,12 @@ def _resolve(mlflow: ModuleType, ref: _Reference, registry: str, spec: ModelSpec
             found = _latest_in_stage(client, ref, spec)
     except mlflow.exceptions.MlflowException as exc:
         raise _registry_error(exc, ref, registry, spec, client) from None
+    except (OSError, ValueError, RuntimeError) as exc:  # transport and SDK errors outside MlflowException
+        raise SourceError(
+            f"model {spec.name}: cannot reach the MLflow registry at {shown(redact_url(registry))} "
+            f"({type(exc).__name__}: {_first_line(exc)}); check MLFLOW_TRACKING_URI and that the server is up "
+            "(it is retried on the next poll)"
+        ) from None
     status = str(found.status or "READY")
     if status != "READY":
         raise SourceError(
@@ -476,7 +488,7 @@ def _no_torchscript(what: str, artifacts: _Artifacts) -> str:
 
 def _first_line(exc: BaseException) -> str:
     line = next((part for part in str(exc).splitlines() if part.strip()), "")
-    line = re.sub(r"://[^/@\s]*@", "://", line)  # user:password@ in a URL
+    line = re.sub(r"://[^/\s]*@", "://", line)  # user:password@ in a URL (up to its last @)
     line = re.sub(r" at 0x[0-9a-f]+", "", line)  # object addresses differ at every poll
     return shown_text(line)[:160] or type(exc).__name__
 

@@ -61,8 +61,7 @@ def list_object_store(task: str, dataset: DatasetSpec) -> list[SnapshotCandidate
             "(AWS_* variables, a profile, or storage_options), the endpoint (AWS_ENDPOINT_URL or "
             "storage_options.endpoint_url) and the network"
         ) from None
-    seen: dict[str, str] = {}
-    found: list[SnapshotCandidate] = []
+    listed: dict[str, tuple[str, str, str, dict[str, Any]]] = {}  # id -> (kind, path, name, entry)
     for entry in sorted(entries, key=lambda e: str(e.get("name", ""))):
         path = str(entry.get("name", "")).rstrip("/")
         name = posixpath.basename(path)
@@ -74,37 +73,47 @@ def list_object_store(task: str, dataset: DatasetSpec) -> list[SnapshotCandidate
             snapshot_id, kind = split[0], "object"
         else:
             continue
-        if snapshot_id in seen:
+        if snapshot_id in listed:
             raise SourceError(
                 f"cannot list snapshots of {where}: snapshot id {snapshot_id!r} is ambiguous, both "
-                f"{shown(seen[snapshot_id])} and {shown(name)} exist; remove or rename one of them"
+                f"{shown(listed[snapshot_id][2])} and {shown(name)} exist; remove or rename one of them"
             )
-        seen[snapshot_id] = name
-        if kind == "prefix":
-            info = _ready(fs, path, dataset, where)
-            if info is None:
+        listed[snapshot_id] = (kind, path, name, entry)
+    found: list[SnapshotCandidate] = []
+    complete_seen = False
+    for snapshot_id in sorted(listed, reverse=True):  # newest first
+        kind, path, name, entry = listed[snapshot_id]
+        info = entry
+        if kind == "prefix" and not complete_seen:
+            ready = _ready(fs, path, dataset, where)
+            if ready is None:
                 continue  # still being written: the writer puts the marker last
-        else:
-            info = entry
+            info = ready
+        verified = kind == "object" or not complete_seen
+        complete_seen = True
         found.append(
             SnapshotCandidate(
                 task=task,
                 dataset=dataset.name,
                 snapshot=snapshot_id,
-                location=_url(dataset.source, root, path),
+                location=f"{dataset.source.rstrip('/')}/{name}",
                 kind="prefix" if kind == "prefix" else "object",
                 sha256=None,
-                timestamp=mtime(info),
+                timestamp=mtime(info) if verified else 0.0,
                 source=redact_url(dataset.source),
-                identity=identity(info),
+                identity=identity(info, with_time=kind == "prefix") if verified else None,
                 storage_options=dataset.storage_options,
+                verified=verified,
+                ready_marker=dataset.ready_marker,
             )
         )
     found.sort(key=lambda c: c.snapshot)
     return found
 
 
-def _ready(fs: Any, prefix: str, dataset: DatasetSpec, where: str) -> dict[str, Any] | None:
+def _ready(
+    fs: Any, prefix: str, dataset: DatasetSpec | SnapshotCandidate, where: str
+) -> dict[str, Any] | None:
     """The marker's metadata (None while it is missing); without a marker, the newest object's."""
     try:
         if dataset.ready_marker is not None:
@@ -131,33 +140,41 @@ def _ready(fs: Any, prefix: str, dataset: DatasetSpec, where: str) -> dict[str, 
     }
 
 
-def _url(source: str, root: str, path: str) -> str:
-    """The full URL of `path` (an entry under `root`), in the source's own scheme."""
-    scheme = source.split("://", 1)[0]
-    return f"{scheme}://{path}" if not path.startswith(f"{scheme}://") else path
-
-
 def fetch_object_snapshot(
     candidate: SnapshotCandidate, *, state_dir: Path, limits: SnapshotLimits, label: str
-) -> tuple[Path, str]:
-    """(local folder, content digest) of an fsspec snapshot, downloading it only the first time."""
+) -> tuple[Path, str, float]:
+    """(local folder, content digest, completion time) of an fsspec snapshot, fetched only the first time.
+
+    An older folder that the listing did not check (`verified` False) has its ready marker
+    checked here; a missing one is a SourceError (this snapshot is not complete: an older one is
+    tried), never a partial fetch.
+    """
     memo = DigestMemo(state_dir, name="remote-snapshots.json", local_keys=False)
     key = "snapshot:" + hashlib.sha256(candidate.location.encode()).hexdigest()
-    signature = candidate.identity or ""
     snapshots_dir = state_dir / "snapshots"
+    fs, path = open_fs(candidate.location, candidate.storage_options, f"snapshot {label}")
+    signature, timestamp = candidate.identity or "", candidate.timestamp
+    if not candidate.verified:
+        where = redact_url(candidate.location)
+        info = _ready(fs, path.rstrip("/"), candidate, f"snapshot {label}")
+        if info is None:
+            raise SourceError(
+                f"snapshot {label}: {where} is not complete (no {candidate.ready_marker}); a folder is taken "
+                "once its writer uploads the marker, last"
+            )
+        signature, timestamp = identity(info, with_time=True), mtime(info)
     known = memo.get(key, signature) if signature else None
     if known is not None:
         found = reuse(snapshots_dir, known)
         if found is not None:
-            return found, known
-    fs, path = open_fs(candidate.location, candidate.storage_options, f"snapshot {label}")
+            return found, known, timestamp
     if candidate.kind == "object":
         folder, digest = _fetch_archive(fs, path, candidate, state_dir, limits, label)
     else:
         folder, digest = _fetch_prefix(fs, path, candidate, snapshots_dir, limits, label)
     if signature:
         memo.put(key, signature, digest)
-    return folder, digest
+    return folder, digest, timestamp
 
 
 def _fetch_archive(
@@ -206,7 +223,7 @@ def _fetch_prefix(
         raise SourceError(
             f"snapshot {label}: cannot list {where}: {scrubbed(exc, candidate.storage_options)}; it will be retried"
         ) from None
-    wanted = _image_objects(prefix, objects)
+    wanted = _image_objects(prefix, objects, label, where)
     if len(wanted) > limits.max_members:
         raise SnapshotRejected(
             "too_large",
@@ -220,28 +237,44 @@ def _fetch_prefix(
             f"snapshot {label} at {where} holds {total} bytes of images, more than limits.max_archive_bytes "
             f"({limits.max_bytes}); publish a smaller snapshot",
         )
+    # Listed sizes are checked against what arrives, so their sum bounds the fetch; a backend that
+    # lists no sizes is fetched one object at a time against what is left of the cap.
+    sized = all(isinstance(info.get("size"), int) for _, _, info in wanted)
+    budget = [limits.max_bytes]
     staging = staging_dir(snapshots_dir, hashlib.sha256(candidate.location.encode()).hexdigest())
 
     def fetch(item: tuple[str, str, dict[str, Any]]) -> None:
         relative, path, info = item
         target = staging.joinpath(*relative.split("/"))
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SourceError(
+                f"snapshot {label}: cannot write {shown(relative)} under {staging}: {exc.strerror or exc}; "
+                "check free space and permissions of state_dir"
+            ) from None
         size = info.get("size")
         copy_object(
             fs,
             path,
             target,
             expected_size=size if isinstance(size, int) else None,
-            max_bytes=limits.max_bytes,
+            max_bytes=limits.max_bytes if sized else budget[0],
             label=f"snapshot {label}",
             url=f"{candidate.location.rstrip('/')}/{relative}",
             options=candidate.storage_options,
         )
+        if not sized:
+            budget[0] -= target.stat().st_size
 
     try:
-        with ThreadPoolExecutor(max_workers=_PARALLEL_FETCHES, thread_name_prefix="pm-fetch") as pool:
-            for _ in pool.map(fetch, wanted):  # the first failure is raised here
-                pass
+        if sized:
+            with ThreadPoolExecutor(max_workers=_PARALLEL_FETCHES, thread_name_prefix="pm-fetch") as pool:
+                for _ in pool.map(fetch, wanted):  # the first failure is raised here
+                    pass
+        else:
+            for item in wanted:
+                fetch(item)
         digest = directory_digest(staging, DigestMemo(snapshots_dir.parent))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -253,8 +286,18 @@ def _fetch_prefix(
     return publish_dir(staging, snapshots_dir / digest), digest
 
 
-def _image_objects(prefix: str, objects: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    """(relative posix path, object path, info) of the image files, as a local folder's digest sees them."""
+# A file name longer than this cannot be created on the usual Linux filesystems (ext4, xfs).
+_MAX_NAME_BYTES = 255
+
+
+def _image_objects(
+    prefix: str, objects: dict[str, Any], label: str, where: str
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(relative posix path, object path, info) of the image files, as a local folder's digest sees them.
+
+    Keys come from the bucket: a name no local folder can hold (too long, or a file and a folder
+    of the same name) rejects the snapshot, naming the key, rather than failing on the disk.
+    """
     base = prefix.rstrip("/") + "/"
     wanted = []
     for path, info in sorted(objects.items()):
@@ -267,5 +310,21 @@ def _image_objects(prefix: str, objects: dict[str, Any]) -> list[tuple[str, str,
             continue
         if os.path.splitext(parts[-1])[1].lower() not in IMAGE_EXTENSIONS:
             continue
+        if any(len(part.encode()) > _MAX_NAME_BYTES for part in parts):
+            raise SnapshotRejected(
+                "bad_archive",
+                f"snapshot {label} at {where}: the key {shown(relative)} has a name longer than "
+                f"{_MAX_NAME_BYTES} bytes, which no local folder can hold; rename it",
+            )
         wanted.append((relative, path, info))
+    files = {relative for relative, _, _ in wanted}
+    for relative in files:
+        parts = relative.split("/")
+        for depth in range(1, len(parts)):
+            if "/".join(parts[:depth]) in files:
+                raise SnapshotRejected(
+                    "bad_archive",
+                    f"snapshot {label} at {where}: {shown('/'.join(parts[:depth]))} is both an image and the "
+                    f"folder of {shown(relative)}; rename one of them",
+                )
     return wanted

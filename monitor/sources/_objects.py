@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -84,8 +84,10 @@ def _filesystem(fsspec: Any, url: str, plain: dict[str, Any]) -> tuple[Any, str]
     """
     protocol = url.split("://", 1)[0].lower()
     environment = sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES))
+    # What the URL itself configures (ftp/sftp host and user, an abfs account) is part of the key.
+    from_url = fsspec.get_filesystem_class(protocol)._get_kwargs_from_urls(url)
     key = hashlib.sha256(
-        json.dumps([protocol, plain, environment], sort_keys=True, default=repr).encode()
+        json.dumps([protocol, plain, from_url, environment], sort_keys=True, default=repr).encode()
     ).hexdigest()
     now = time.monotonic()
     with _FILESYSTEMS_LOCK:
@@ -101,23 +103,28 @@ def _filesystem(fsspec: Any, url: str, plain: dict[str, Any]) -> tuple[Any, str]
     return fs, path
 
 
-def scrubbed(exc: BaseException, *secret_sources: Mapping[str, Any]) -> str:
-    """`Type: first line of the message`, bounded, with every configured secret blanked out."""
+def scrubbed(exc: BaseException, *secret_sources: Mapping[str, Any], also: Iterable[str] = ()) -> str:
+    """`Type: first line of the message`, bounded, with every configured secret blanked out
+    (`secret_sources`: options or headers as configured; `also`: secrets already revealed)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    for secret in secret_values(*secret_sources):
+    for secret in sorted(
+        {*secret_values(*secret_sources), *(s for s in also if len(s) >= 4)}, key=len, reverse=True
+    ):
         text = text.replace(secret, "***")
     text = shown_text(text)[:300]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def identity(info: Mapping[str, Any]) -> str:
+def identity(info: Mapping[str, Any], *, with_time: bool = False) -> str:
     """A string that changes whenever the object's content may have: content hashes, version, size.
 
-    When the backend gives no content hash, the modification time stands in for it.
+    When the backend gives no content hash, the modification time stands in for it; `with_time`
+    adds it anyway (a ready marker is usually empty: its ETag is the same every time it is
+    written, its time is not).
     """
     picked = {k: str(info[k]) for k in _IDENTITY_FIELDS if info.get(k) not in (None, "")}
-    if not picked:
-        picked = {"time": str(mtime(info))}
+    if not picked or with_time:
+        picked["time"] = str(mtime(info))
     picked["size"] = str(info.get("size"))
     return json.dumps(picked, sort_keys=True)
 

@@ -22,11 +22,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .._text import shown_text
 from ..errors import SnapshotRejected, SourceError
 from ..settings import ModelSpec, redact_url, reveal_headers
 from ._fs import sweep_stale
-from ._http import http_client
+from ._http import http_client, stream
 from ._memo import DigestMemo
 from ._objects import copy_object, identity, open_fs, scrubbed
 from ._weights_cache import cached, prune, publish
@@ -53,8 +52,7 @@ def remote_weights(
             found = cached(weights_dir, spec.weights_sha256, name)
             if found is not None:
                 return found, spec.weights_sha256
-            path, digest = _download_http(spec, weights_dir, name, what, client)
-            return path, digest
+            return _pinned_download(spec, memo, key, weights_dir, name, what, client)
         signature = _http_identity(spec, what, client)
         fetch: Any = lambda: _download_http(spec, weights_dir, name, what, client)  # noqa: E731
     else:
@@ -72,6 +70,45 @@ def remote_weights(
     return path, digest
 
 
+# A pinned file that did not match is not fetched again for this long (each try is a whole download).
+_MISMATCH_BACKOFF_SECONDS = 3600.0
+
+
+def _pinned_download(
+    spec: ModelSpec,
+    memo: DigestMemo,
+    key: str,
+    weights_dir: Path,
+    name: str,
+    what: str,
+    client: httpx.Client | None,
+) -> tuple[Path, str]:
+    assert spec.weights_sha256 is not None
+    seen = memo.get("mismatch:" + key, spec.weights_sha256)
+    if seen is not None:
+        actual, _, when = seen.partition("@")
+        if time.time() - float(when or 0) < _MISMATCH_BACKOFF_SECONDS:
+            raise _mismatch(what, actual, spec.weights_sha256, again=True)
+    try:
+        return _download_http(spec, weights_dir, name, what, client)
+    except _Mismatch as exc:
+        memo.put("mismatch:" + key, spec.weights_sha256, f"{exc.actual}@{time.time()}")
+        raise _mismatch(what, exc.actual, spec.weights_sha256, again=False) from None
+
+
+class _Mismatch(Exception):
+    def __init__(self, actual: str) -> None:
+        self.actual = actual
+
+
+def _mismatch(what: str, actual: str, pinned: str, *, again: bool) -> SourceError:
+    when = " (fetched again an hour after the last try)" if again else ""
+    return SourceError(
+        f"{what} have sha256 {actual}, but models[].weights_sha256 says {pinned}: the file was replaced or "
+        f"truncated; publish the right file or update weights_sha256{when}"
+    )
+
+
 def _file_name(url: str) -> str:
     name = urlsplit(url).path.rsplit("/", 1)[-1]
     # The suffix tells the loader the format (.safetensors or a torch pickle); the name is ours.
@@ -79,23 +116,37 @@ def _file_name(url: str) -> str:
 
 
 def _http_identity(spec: ModelSpec, what: str, client: httpx.Client | None) -> str:
+    """What says whether the file changed: its ETag or Last-Modified (and length), from a HEAD.
+
+    A server that refuses HEAD (a presigned S3 URL is signed for GET only: 403; some answer 405)
+    is asked with a one-byte ranged GET instead. A server that gives no validator at all cannot
+    be polled cheaply: then the file must be pinned with `weights_sha256`.
+    """
     assert spec.weights is not None
+    headers = _headers(spec, what)
     try:
         with http_client(client) as http:
-            response = http.head(spec.weights, headers=_headers(spec, what), follow_redirects=True)
+            with stream(http, "HEAD", spec.weights, headers) as response:
+                status, found = response.status_code, response.headers
+            if status in (403, 405):
+                with stream(http, "GET", spec.weights, headers, Range="bytes=0-0") as response:
+                    status, found = response.status_code, response.headers
+                    status = 200 if status == 206 else status
     except httpx.HTTPError as exc:
         raise SourceError(
-            f"cannot check {what}: {type(exc).__name__}: {shown_text(str(exc))[:200]}; check the URL and "
-            "the network (it is retried on the next poll)"
+            f"cannot check {what}: {scrubbed(exc, also=headers.values())}; check the URL and the network (it is "
+            "retried on the next poll)"
         ) from None
-    if response.status_code != 200:
+    if status != 200:
+        raise SourceError(f"cannot check {what}: HTTP {status}; {_http_advice(status)}")
+    validator = found.get("etag") or found.get("last-modified")
+    if not validator:
         raise SourceError(
-            f"cannot check {what}: HTTP {response.status_code}; {_http_advice(response.status_code)}"
+            f"cannot poll {what}: the server sends neither an ETag nor a Last-Modified header, so nothing says "
+            "whether the file changed; pin it with models[].weights_sha256 (its sha256sum) to fetch it once"
         )
-    headers = response.headers
-    parts = [headers.get("etag") or headers.get("last-modified") or "", headers.get("content-length") or ""]
-    # Neither header: nothing says whether it changed, so every poll downloads and re-hashes.
-    return "|".join(parts) if any(parts) else f"unknown:{time.time()}"
+    length = found.get("content-range", "").rpartition("/")[2] or found.get("content-length") or ""
+    return f"{validator}|{length}"
 
 
 def _headers(spec: ModelSpec, what: str) -> dict[str, str]:
@@ -117,14 +168,15 @@ def _download_http(
     spec: ModelSpec, weights_dir: Path, name: str, what: str, client: httpx.Client | None
 ) -> tuple[Path, str]:
     assert spec.weights is not None
-    tmp = _temp_file(weights_dir)
+    headers = _headers(spec, what)
+    tmp = _temp_file(weights_dir, what)
     digest = hashlib.sha256()
     size = 0
     try:
         with (
             open(tmp, "wb") as out,
             http_client(client) as http,
-            http.stream("GET", spec.weights, headers=_headers(spec, what), follow_redirects=True) as response,
+            stream(http, "GET", spec.weights, headers) as response,
         ):
             if response.status_code != 200:
                 raise SourceError(
@@ -139,20 +191,19 @@ def _download_http(
     except httpx.HTTPError as exc:
         tmp.unlink(missing_ok=True)
         raise SourceError(
-            f"cannot download {what}: {type(exc).__name__}: {shown_text(str(exc))[:200]}; it is retried on the "
-            "next poll"
+            f"cannot download {what}: {scrubbed(exc, also=headers.values())}; it is retried on the next poll"
         ) from None
+    except OSError as exc:  # writing the file: a full disk, a read-only state_dir
+        tmp.unlink(missing_ok=True)
+        raise _disk_error(what, weights_dir, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     actual = digest.hexdigest()
     if spec.weights_sha256 is not None and actual != spec.weights_sha256:
         tmp.unlink(missing_ok=True)
-        raise SourceError(
-            f"{what} have sha256 {actual}, but models[].weights_sha256 says {spec.weights_sha256}: the file "
-            "was replaced or truncated; publish the right file or update weights_sha256"
-        )
-    return publish(tmp, weights_dir, actual, name), actual
+        raise _Mismatch(actual)
+    return _publish(tmp, weights_dir, actual, name, what), actual
 
 
 def _object_identity(fs: Any, path: str, spec: ModelSpec, what: str) -> tuple[str, int | None]:
@@ -177,7 +228,7 @@ def _download_object(
     fs: Any, path: str, size: int | None, spec: ModelSpec, weights_dir: Path, name: str, what: str
 ) -> tuple[Path, str]:
     assert spec.weights is not None
-    tmp = _temp_file(weights_dir)
+    tmp = _temp_file(weights_dir, what)
     try:
         digest = copy_object(
             fs,
@@ -191,12 +242,30 @@ def _download_object(
         )
     except SnapshotRejected as exc:
         raise SourceError(str(exc)) from None
-    return publish(tmp, weights_dir, digest, name), digest
+    return _publish(tmp, weights_dir, digest, name, what), digest
 
 
-def _temp_file(weights_dir: Path) -> Path:
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    sweep_stale(weights_dir)
-    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=weights_dir)
+def _temp_file(weights_dir: Path, what: str) -> Path:
+    try:
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        sweep_stale(weights_dir)
+        fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=weights_dir)
+    except OSError as exc:
+        raise _disk_error(what, weights_dir, exc) from None
     os.close(fd)
     return Path(name)
+
+
+def _publish(tmp: Path, weights_dir: Path, digest: str, name: str, what: str) -> Path:
+    try:
+        return publish(tmp, weights_dir, digest, name)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _disk_error(what, weights_dir, exc) from None
+
+
+def _disk_error(what: str, weights_dir: Path, exc: OSError) -> SourceError:
+    return SourceError(
+        f"cannot store {what} under {weights_dir}: {exc.strerror or exc}; check free space and permissions "
+        "of state_dir (it is retried on the next poll)"
+    )
