@@ -276,23 +276,38 @@ def test_weights_in_a_bucket_are_fetched_once_by_content_through_the_standard_ch
 
 
 @pytest.mark.slow
-def test_a_grid_on_s3_gives_the_cells_of_the_same_files_on_local_disk(s3: S3Server, tmp_path: Path) -> None:
+def test_a_grid_with_snapshots_and_weights_on_s3_gives_the_cells_of_the_same_files_on_disk(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    import torch
+    from safetensors.torch import save_file
+
     from tests._pipeline import evaluate
     from tests._workspace import basic_config, write_tiny_cnn
 
     client = s3.bucket("grid")
+    write_tiny_cnn(tmp_path, name="grid_cnn_weights")
+    found = importlib.util.spec_from_file_location("grid_cnn_weights", tmp_path / "grid_cnn_weights.py")
+    assert found is not None and found.loader is not None
+    module = importlib.util.module_from_spec(found)
+    found.loader.exec_module(module)
+    torch.manual_seed(3)
+    save_file(module.build().state_dict(), tmp_path / "cnn.safetensors")  # "pre-trained" weights
+    client.upload_file(str(tmp_path / "cnn.safetensors"), "grid", "models/cnn.safetensors")
     runs = {}
     for where in ("disk", "s3"):
         root = tmp_path / where
         root.mkdir()
         arch = write_tiny_cnn(root, name="grid_cnn")
         snap = write_snapshot(root / "data" / "2026-01-01T00", (3, 5, 8), per_class=18)
-        source = "data"
+        source, weights = "data", str(tmp_path / "cnn.safetensors")
         if where == "s3":
             _upload_folder(client, "grid", "line-a/2026-01-01T00", snap)
-            source = "s3://grid/line-a/"
+            source, weights = "s3://grid/line-a/", "s3://grid/models/cnn.safetensors"
         config = basic_config(
-            [{"name": "cnn", "architecture": arch}],
+            [{"name": "cnn", "architecture": arch, "weights": weights}],
             {"digits": [("a", source)]},
             strategies=[
                 {"name": "lin", "mode": "linear", "lr": 0.1, "epochs": 3, "batch_size": 16},
@@ -309,18 +324,20 @@ def test_a_grid_on_s3_gives_the_cells_of_the_same_files_on_local_disk(s3: S3Serv
         )
         if where == "s3":
             config["tasks"][0]["datasets"][0]["storage_options"] = s3.options()
+            config["models"][0]["storage_options"] = s3.options()
         report, recorder, store = evaluate(root, config)
         store.close()
         assert not [w for w in recorder.warnings if "test split holds" not in w], recorder.warnings
         runs[where] = report
     disk, remote = runs["disk"], runs["s3"]
 
-    def cells(report):  # the trial keys cover the snapshot's digest: equal keys, same content
+    def cells(report):  # the trial keys cover the snapshot's and the weights' digests: same content
         return {(c.strategy, c.status, c.score, c.keys) for m in report.models for c in m.cells}
 
     assert cells(remote) == cells(disk) and len(cells(disk)) == 2
     assert all(status == "ok" for _, status, _, _ in cells(disk))
     assert [m.score.persistence for m in remote.models] == [m.score.persistence for m in disk.models]
+    assert [m.score.version for m in remote.models] == [m.score.version for m in disk.models]
 
 
 @pytest.mark.slow
