@@ -13,9 +13,9 @@ import httpx
 
 from .._text import shown
 from ..errors import SnapshotRejected, SourceError
-from ..settings import redact_url, reveal_headers
+from ..settings import redact_url
 from ._fs import sweep_stale
-from ._http import http_client, stream
+from ._http import http_client, request_headers, stream
 from ._objects import scrubbed
 
 __all__ = ["download"]
@@ -43,7 +43,7 @@ def download(
     sweep_stale(downloads_dir)
     fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=downloads_dir)
     tmp = Path(tmp_name)
-    plain = _plain_headers(headers, label)
+    plain = request_headers(headers, f"cannot download snapshot {label}", "tasks[].datasets[].headers")
     try:
         digest = hashlib.sha256()
         size = 0
@@ -100,12 +100,3 @@ def _too_large(label: str, where: str, max_bytes: int) -> SnapshotRejected:
         f"(limits.max_download_bytes); publish a smaller snapshot (the compact protocol uses few "
         f"images per class)",
     )
-
-
-def _plain_headers(headers: Mapping[str, Any] | None, label: str) -> dict[str, str]:
-    try:
-        return reveal_headers(headers or {})
-    except ValueError as exc:
-        raise SourceError(
-            f"cannot download snapshot {label}: {exc}; check tasks[].datasets[].headers"
-        ) from None

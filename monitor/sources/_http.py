@@ -7,8 +7,12 @@ from contextlib import contextmanager
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+from pydantic import SecretStr
 
-__all__ = ["MAX_REDIRECTS", "TIMEOUT", "http_client", "same_origin", "stream"]
+from ..errors import SourceError
+from ..settings import reveal_headers
+
+__all__ = ["MAX_REDIRECTS", "TIMEOUT", "http_client", "request_headers", "same_origin", "stream"]
 
 # Connect fails fast (a dead host should not stall a poll); read is per chunk, so a slow but
 # steady multi-GiB download is fine while a stalled one is abandoned.
@@ -24,6 +28,15 @@ def http_client(client: httpx.Client | None) -> Iterator[httpx.Client]:
         return
     with httpx.Client(timeout=TIMEOUT, follow_redirects=True) as own:
         yield own
+
+
+def request_headers(headers: Mapping[str, SecretStr] | None, doing: str, field: str) -> dict[str, str]:
+    """The configured headers as sent; an unreadable `Name_file` or a bad value is a SourceError
+    (`doing`: what could not be done; `field`: the setting to check). Values are never shown."""
+    try:
+        return reveal_headers(headers or {})
+    except ValueError as exc:
+        raise SourceError(f"{doing}: {exc}; check {field}") from None
 
 
 def same_origin(url: str, other: str) -> bool:

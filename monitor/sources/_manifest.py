@@ -20,9 +20,9 @@ import httpx
 
 from .._text import shown, shown_text
 from ..errors import SourceError
-from ..settings import DatasetSpec, redact_url, reveal_headers
+from ..settings import DatasetSpec, redact_url
 from ._candidate import SnapshotCandidate, split_archive_name
-from ._http import http_client, same_origin, stream
+from ._http import http_client, request_headers, same_origin, stream
 from ._objects import scrubbed
 
 __all__ = ["MAX_MANIFEST_BYTES", "list_manifest"]
@@ -37,12 +37,9 @@ _ID = re.compile(r"^[^/\\\x00-\x1f]{1,200}$")
 def list_manifest(task: str, dataset: DatasetSpec, client: httpx.Client | None) -> list[SnapshotCandidate]:
     """Fetch and validate the manifest of an HTTP(S) source; return its snapshots sorted by id."""
     where = f"dataset {task}/{dataset.name} at {redact_url(dataset.source)}"
-    try:
-        headers = reveal_headers(dataset.headers)
-    except ValueError as exc:
-        raise SourceError(
-            f"cannot list snapshots of {where}: {exc}; check tasks[].datasets[].headers"
-        ) from None
+    headers = request_headers(
+        dataset.headers, f"cannot list snapshots of {where}", "tasks[].datasets[].headers"
+    )
     body, fallback_time = _fetch(dataset.source, where, client, headers)
     try:
         document = json.loads(body)

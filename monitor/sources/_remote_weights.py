@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..errors import SnapshotRejected, SourceError
-from ..settings import ModelSpec, redact_url, reveal_headers
+from ..settings import ModelSpec, redact_url
 from ._fs import sweep_stale
-from ._http import http_client, stream
+from ._http import http_client, request_headers, stream
 from ._memo import DigestMemo
 from ._objects import copy_object, identity, open_fs, scrubbed
 from ._weights_cache import cached, prune, publish
@@ -123,7 +123,7 @@ def _http_identity(spec: ModelSpec, what: str, client: httpx.Client | None) -> s
     be polled cheaply: then the file must be pinned with `weights_sha256`.
     """
     assert spec.weights is not None
-    headers = _headers(spec, what)
+    headers = request_headers(spec.headers, f"cannot fetch {what}", "models[].headers")
     try:
         with http_client(client) as http:
             with stream(http, "HEAD", spec.weights, headers) as response:
@@ -149,13 +149,6 @@ def _http_identity(spec: ModelSpec, what: str, client: httpx.Client | None) -> s
     return f"{validator}|{length}"
 
 
-def _headers(spec: ModelSpec, what: str) -> dict[str, str]:
-    try:
-        return reveal_headers(spec.headers)
-    except ValueError as exc:
-        raise SourceError(f"cannot fetch {what}: {exc}; check models[].headers") from None
-
-
 def _http_advice(status: int) -> str:
     if status in (401, 403):
         return "check the credentials in models[].headers (e.g. Authorization)"
@@ -168,7 +161,7 @@ def _download_http(
     spec: ModelSpec, weights_dir: Path, name: str, what: str, client: httpx.Client | None
 ) -> tuple[Path, str]:
     assert spec.weights is not None
-    headers = _headers(spec, what)
+    headers = request_headers(spec.headers, f"cannot fetch {what}", "models[].headers")
     tmp = _temp_file(weights_dir, what)
     digest = hashlib.sha256()
     size = 0
