@@ -367,6 +367,26 @@ def _marginals() -> list[Panel]:
     ]
 
 
+def _early_warning() -> list[Panel]:
+    return [
+        _timeseries(
+            "Transferability estimates over time",
+            "The early_warning estimates (LogME, H-score) of each model on each dataset's snapshot "
+            "(`persistence_transferability_score`), from grids and probe runs. Not in P(M) and not "
+            "in [0, 1]: read each line against its own history; a fall that the cells do not "
+            'show yet is an early warning (README "Early warning between grids").',
+            "none",
+            _q(
+                f"persistence_transferability_score{{{_MT}}}",
+                "{{model}} · {{task}}/{{dataset}} · {{estimator}}",
+            ),
+            w=24,
+        )
+        .decimals(3)
+        .span_nulls(True),
+    ]
+
+
 def _snapshots() -> list[Panel]:
     return [
         _table(
@@ -746,6 +766,7 @@ def rows() -> list[tuple[str, list[Panel]]]:
         ("P(M) over time", _over_time()),
         ("Grid", _grid()),
         ("Marginals", _marginals()),
+        ("Early warning", _early_warning()),
         ("Data snapshots", _snapshots()),
         ("Runs", _runs()),
         ("Alerts and notifications", _alerts()),

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 __all__ = [
     "CELL_STATUSES",
+    "MODEL_ROLES",
     "RUN_STATUSES",
     "SEVERITIES",
     "AlertState",
@@ -20,6 +21,8 @@ __all__ = [
     "CellResult",
     "CellStatus",
     "DatasetNoise",
+    "EstimateResult",
+    "ModelRole",
     "ModelScore",
     "ModelVersion",
     "Predictions",
@@ -37,6 +40,11 @@ TrialStatus = Literal["ok", "diverged", "failed"]
 RunStatus = Literal["completed", "partial", "failed"]
 CELL_STATUSES: tuple[CellStatus, ...] = ("ok", "cached", "diverged", "failed")
 RUN_STATUSES: tuple[RunStatus, ...] = ("completed", "partial", "failed")
+
+# A model's part in the grid (`models[].role`): a deployed model is scored, compared and alerted
+# on; a candidate is scored and compared the same way, and alerted on only by a rule naming it.
+ModelRole = Literal["deployed", "candidate"]
+MODEL_ROLES: tuple[ModelRole, ...] = ("deployed", "candidate")
 
 # The severity ladder of alert rules and notifiers (`severity:`, `min_severity:`), lowest first.
 Severity = Literal["info", "warning", "critical"]
@@ -131,7 +139,9 @@ class TrialResult:
     score: float | None
     seconds: float
     error: str | None = None
-    details: dict[str, float | int | str] = field(default_factory=dict)
+    # How it ran (JSON values, not part of the key): n_train, final_loss, device, ...; trials
+    # that train also `loss_curve` (mean loss per epoch) and `diverged_at` (README "Training curves").
+    details: dict[str, Any] = field(default_factory=dict)
     predictions: Predictions | None = None  # None for failed trials (and results of old releases)
 
 
@@ -153,6 +163,26 @@ class CellResult:
     # The scored seeds' test predictions, in the order of `seed_scores` (empty when unknown):
     # used to score the test-sampling noise, never stored with the cell (the trials hold them).
     predictions: tuple[Predictions, ...] = field(default=(), compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class EstimateResult:
+    """A transferability estimate of one model on one dataset's snapshot in one run (not in P(M)).
+
+    `status`: ok (computed by this run), cached (computed earlier for the same model version and
+    snapshot), failed (`error` says why; `value` is None).
+    """
+
+    model: str
+    task: str
+    dataset: str
+    snapshot: str
+    estimator: str
+    value: float | None
+    status: Literal["ok", "cached", "failed"]
+    key: str = ""
+    error: str | None = None
+    stderr: float | None = None  # from bootstrap resamples of the training examples
 
 
 @dataclass(frozen=True)

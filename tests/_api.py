@@ -60,11 +60,17 @@ def cell(model, dataset, strategy, score, status="ok"):
 
 
 def record_run(
-    store: Store, cells: list[CellResult], scores: list[ModelScore], *, status="completed", seconds=12.0
+    store: Store,
+    cells: list[CellResult],
+    scores: list[ModelScore],
+    *,
+    status="completed",
+    seconds=12.0,
+    estimates=(),
 ):
     run_id = new_run_id()
     store.begin_run(run_id, trigger="cli", config_digest="x", plan={"cells": []})
-    store.finish_run(run_id, status=status, seconds=seconds, scores=scores, cells=cells)
+    store.finish_run(run_id, status=status, seconds=seconds, scores=scores, cells=cells, estimates=estimates)
     return run_id
 
 

@@ -82,7 +82,8 @@ def test_state_metrics_come_from_the_store_and_follow_the_config(tmp_path, store
     assert value("persistence_score_stderr_seeds", {"model": "m"}) == 0.004
     assert value("persistence_grid_coverage_ratio", {"model": "m"}) == 1.0
     assert value("persistence_worst_cell_score", {"model": "m"}) == pytest.approx(0.55)
-    assert value("persistence_model_info", {"model": "m", "version": "abcdef012345"}) == 1.0
+    info = {"model": "m", "version": "abcdef012345", "role": "deployed"}
+    assert value("persistence_model_info", info) == 1.0
     assert (
         value("persistence_cell_score", {"model": "m", "task": "t", "dataset": "e", "strategy": "full"})
         == 0.8

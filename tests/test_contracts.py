@@ -16,6 +16,9 @@ from monitor.settings import (
     AlertRule,
     AlertsSettings,
     DatasetSpec,
+    DeriveSpec,
+    EarlyWarningSettings,
+    ExecutorSettings,
     LimitsSettings,
     MetricsSettings,
     ModelSpec,
@@ -27,7 +30,7 @@ from monitor.settings import (
     StrategySpec,
     TaskSpec,
 )
-from monitor.types import CELL_STATUSES, RUN_STATUSES
+from monitor.types import CELL_STATUSES, RUN_STATUSES, EstimateResult
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -50,6 +53,7 @@ def test_cli_commands_and_options():
         "serve": {"--config", "--demo"},
         "report": {"--config", "--out"},
         "prune": {"--config", "--dry-run"},
+        "compare": {"--config", "--models", "--json"},
     }
     for name, options in expected.items():
         assert name in commands, name
@@ -88,6 +92,7 @@ def test_setting_names():
         "limits",
         "retention",
         "metrics",
+        "early_warning",
         "models",
         "tasks",
         "strategies",
@@ -96,17 +101,25 @@ def test_setting_names():
         "config_dir",
     }
     assert {"host", "port", "api_token"} <= set(ServerSettings.model_fields)
-    assert {"evaluate", "poll"} <= set(ScheduleSettings.model_fields)
+    assert ExecutorSettings.model_fields["tensorboard_dir"].default is None  # README "Training curves"
+    assert {"evaluate", "poll", "on_new_data"} <= set(ScheduleSettings.model_fields)
+    assert ScheduleSettings().on_new_data == "grid"  # DESIGN §3.2: the default
+    assert set(EarlyWarningSettings.model_fields) == {"estimators"}
     assert {"max_archive_bytes", "max_archive_members", "max_download_bytes", "max_image_pixels"} <= set(
         LimitsSettings.model_fields
     )
-    assert {"name", "architecture", "weights", "head", "image_size", "normalize"} <= set(
+    assert {"name", "architecture", "weights", "head", "image_size", "normalize", "role"} <= set(
         ModelSpec.model_fields
     )
+    assert ModelSpec.model_fields["role"].default == "deployed"  # DESIGN §3.2: deployed | candidate
     assert {"name", "metric", "train_per_class", "test_per_class", "test_fraction", "datasets"} <= set(
         TaskSpec.model_fields
     )
-    assert {"name", "source", "ready_marker"} <= set(DatasetSpec.model_fields)
+    assert {"name", "source", "ready_marker", "derive"} <= set(DatasetSpec.model_fields)
+    # DESIGN §3.2: `derive: {from, shift, severity, apply_to}` (`seed`: an extension, README)
+    derive = {field.alias or name for name, field in DeriveSpec.model_fields.items()}
+    assert derive == {"from", "shift", "severity", "apply_to", "seed"}
+    assert DeriveSpec.model_fields["apply_to"].default == "test"
     assert {
         "name",
         "mode",
@@ -125,7 +138,9 @@ def test_setting_names():
         "warmup_epochs",
         "bn",
         "augment",
+        "k",
     } <= set(StrategySpec.model_fields)
+    assert StrategySpec(name="nn", mode="knn").k == 20  # DESIGN §3.2: knn, k defaults to 20
     # DESIGN §3.2: a strategy that names no schedule trains at a constant learning rate
     assert StrategySpec(name="s", mode="full", lr=0.1, epochs=1).schedule == "constant"
     assert StrategySpec.model_fields["bn"].default == "frozen"
@@ -181,6 +196,9 @@ def test_http_routes(tmp_path):
         ("POST", "/api/v1/runs"),
         ("GET", "/api/v1/alerts"),
         ("GET", "/openapi.json"),
+        # extensions (README "Training curves"): the run view and its trials with their curves
+        ("GET", "/runs/{run_id}"),
+        ("GET", "/api/v1/runs/{run_id}/trials"),
     }
     assert expected <= routes, expected - routes
 
@@ -239,7 +257,7 @@ DESIGN_METRICS: dict[str, set[str]] = {
     "persistence_task_score": {"model", "task"},
     "persistence_dataset_score": {"model", "task", "dataset"},
     "persistence_strategy_score": {"model", "strategy"},
-    "persistence_model_info": {"model", "version"},
+    "persistence_model_info": {"model", "version", "role"},  # role: an extension (README, metrics)
     "persistence_snapshot_info": {"task", "dataset", "snapshot"},
     "persistence_snapshot_timestamp_seconds": {"task", "dataset"},
     "persistence_snapshot_errors_total": {"task", "dataset", "reason"},
@@ -255,11 +273,6 @@ DESIGN_METRICS: dict[str, set[str]] = {
     "persistence_leader": set(),
     "persistence_transferability_score": {"model", "task", "dataset", "estimator"},
     "persistence_store_pruned_total": {"what"},
-}
-# Listed in DESIGN.md but not exported yet (no early-warning estimators): each
-# test below fails the day one of them is exported, so that it moves into the pinned set.
-NOT_EXPORTED_YET = {
-    "persistence_transferability_score": "early_warning estimators are not built yet",
 }
 # Exported beyond DESIGN.md (README's metrics table): an extension, pinned as well.
 EXTENSIONS = {
@@ -283,12 +296,16 @@ def _exported(tmp_path) -> dict[str, list]:
 
     settings = settings_for(tmp_path)
     settings = settings.model_copy(
-        update={"alerts": AlertsSettings.model_validate({"notifiers": [{"name": "oncall", "kind": "log"}]})}
+        update={
+            "alerts": AlertsSettings.model_validate({"notifiers": [{"name": "oncall", "kind": "log"}]}),
+            "early_warning": EarlyWarningSettings(estimators=["logme"]),
+        }
     )
     (drop,) = [r.name for r in settings.alerts.rules if r.kind == "drop"]  # one of the default rules
     store = Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
     try:
-        record_run(store, [cell("m", "d", "lin", 0.7)], [score("m", 0.7)])
+        estimate = EstimateResult("m", "t", "d", "2026-01-01T00", "logme", -0.6, "ok", key="k" * 64)
+        record_run(store, [cell("m", "d", "lin", 0.7)], [score("m", 0.7)], estimates=[estimate])
         store.record_snapshot(
             SnapshotRecord(
                 "t", "d", "2026-01-01T00", "a" * 64, "src", "ok", timestamp=datetime(2026, 1, 1, tzinfo=UTC)
@@ -313,7 +330,7 @@ def _exported(tmp_path) -> dict[str, list]:
 
 def test_every_metric_of_the_design_is_exported_and_nothing_else(tmp_path):
     exported = set(_exported(tmp_path))
-    expected = (set(DESIGN_METRICS) - set(NOT_EXPORTED_YET)) | EXTENSIONS
+    expected = set(DESIGN_METRICS) | EXTENSIONS
     assert exported == expected, (
         f"missing: {sorted(expected - exported)}; not in the contract: {sorted(exported - expected)}"
     )
@@ -328,7 +345,7 @@ def test_every_metric_of_the_design_has_its_labels(tmp_path):
             found = {frozenset(set(s.labels) - {"le"}) for s in samples}
             assert len(found) == 1, (name, found)
             labels[name] = set(next(iter(found)))
-    assert labels == {n: ls for n, ls in DESIGN_METRICS.items() if n not in NOT_EXPORTED_YET}
+    assert labels == DESIGN_METRICS
     # The outcome labels are closed sets (DESIGN.md §3.5).
     outcomes = {
         name: {s.labels["outcome"] for s in exported[name] if s.name == name}
@@ -339,13 +356,6 @@ def test_every_metric_of_the_design_has_its_labels(tmp_path):
         "persistence_cells_total": {"ok", "cached", "diverged", "failed"},
         "persistence_notifications_total": {"delivered", "retried", "dropped"},
     }
-
-
-@pytest.mark.parametrize("name", sorted(NOT_EXPORTED_YET))
-def test_metrics_the_design_lists_that_are_not_exported_yet(tmp_path, name):
-    if name not in _exported(tmp_path):
-        pytest.xfail(NOT_EXPORTED_YET[name])
-    pytest.fail(f"{name} is exported now: move it out of NOT_EXPORTED_YET (its labels are then checked)")
 
 
 def _kinds(union: object) -> dict[str, type[BaseModel]]:
@@ -360,8 +370,9 @@ def _kinds(union: object) -> dict[str, type[BaseModel]]:
 
 def test_alert_rule_kinds_and_their_fields():
     rules = _kinds(AlertRule)
-    # DESIGN.md §3.2 and §3.6 name these five, and the union holds no other.
-    assert set(rules) == {"below", "drop", "cell_drop", "stale", "incomplete"}
+    # DESIGN.md §3.2 and §3.6 name these five, issue-level extensions add `estimate_drop`, and the
+    # union holds no other.
+    assert set(rules) == {"below", "drop", "cell_drop", "stale", "incomplete", "estimate_drop"}
     common = {"name", "kind", "severity", "for_runs", "resolve_runs"}
     for kind, fields in {
         "below": {"threshold"},
@@ -369,6 +380,7 @@ def test_alert_rule_kinds_and_their_fields():
         "cell_drop": {"min_drop"},
         "stale": {"max_age"},
         "incomplete": {"min_coverage"},
+        "estimate_drop": {"estimators", "window", "min_drop", "z"},
     }.items():
         assert common | fields <= set(rules[kind].model_fields), (kind, common | fields)
     assert rules["below"].model_fields["resolve_runs"].default == 1  # DESIGN §3.6: default 1

@@ -54,6 +54,12 @@ def test_serve_api_metrics_and_a_real_prometheus(daemon, tmp_path):
     )
     page = daemon.get("/")
     assert page.status_code == 200 and "cnn" in page.text and "<svg" in page.text
+    # the run view, linked from the status page: every cell's training curves across seeds
+    assert f"href='/runs/{startup['run_id']}'" in page.text
+    run_view = daemon.get(f"/runs/{startup['run_id']}")
+    assert run_view.status_code == 200 and run_view.text.count('class="panel"') == 2 * 2
+    trials = daemon.get(f"/api/v1/runs/{startup['run_id']}/trials").json()
+    assert trials and all(t["loss_curve"] and t["diverged_at"] is None for t in trials)
 
     metrics = daemon.get("/metrics").text
     assert f'persistence_score{{model="cnn"}} {model["persistence"]}' in metrics.replace("e-0", "e-0")

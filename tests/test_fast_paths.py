@@ -205,6 +205,9 @@ def test_stacked_fine_tunes_equal_looped_ones(resnet, strategy, runtime):
         # steps: its tolerance is wider (a wrong lr, init or data order is off by far more).
         rel = 2e-2 if t.strategy.optimizer == "adamw" else 1e-3
         assert stacked.details["final_loss"] == pytest.approx(looped.details["final_loss"], rel=rel, abs=1e-4)
+        # and so does the loss of every epoch (the training curve)
+        assert stacked.details["loss_curve"] == pytest.approx(looped.details["loss_curve"], rel=rel, abs=1e-4)
+        assert stacked.details["diverged_at"] is looped.details["diverged_at"] is None
         # scores may differ by at most one borderline test image after float reordering
         assert abs(stacked.score - looped.score) <= 1 / 12 + 1e-9
     assert not any(p.requires_grad for p in backbone.module.parameters())

@@ -129,6 +129,7 @@ def test_stacked_fine_tunes_equal_looped_ones_on_the_gpu(resnet, strategy):
         looped = finetune(backbone, master, data, t, "accuracy", gpu, feed=feed)
         assert result.status == looped.status == "ok"
         assert result.details["final_loss"] == pytest.approx(looped.details["final_loss"], rel=0.1, abs=1e-3)
+        assert result.details["loss_curve"] == pytest.approx(looped.details["loss_curve"], rel=0.1, abs=1e-3)
         assert abs(result.score - looped.score) <= 2 / 12 + 1e-9
 
 

@@ -111,6 +111,32 @@ def test_rules_for_other_models_and_other_kinds_are_left_out() -> None:
     assert stale.condition.active is True and stale.transition.event == "firing"
 
 
+def test_a_candidate_is_judged_only_by_the_rules_that_name_it() -> None:
+    these = rules(
+        {"name": "Low", "kind": "below", "threshold": 0.9},  # no `models`: deployed models only
+        {"name": "Named", "kind": "below", "threshold": 0.9, "models": ["m"]},
+        {"name": "Cells", "kind": "cell_drop"},
+        {"name": "Stale", "kind": "stale", "max_age": 3600},
+    )
+    deployed = RuleInputs("m", point(9, 0.8), [point(8, 0.85)])
+    assert [d.rule.name for d in judge(these, deployed, now=NOW, run_id=None)] == [
+        "Low",
+        "Named",
+        "Cells",
+        "Stale",
+    ]
+    candidate = RuleInputs("m", point(9, 0.8), [point(8, 0.85)], role="candidate")
+    (named,) = judge(these, candidate, now=NOW, run_id=None)
+    assert named.rule.name == "Named" and named.transition.event == "firing"
+    assert RuleNeeds.of(these, "m") == RuleNeeds(1, False, (), True)
+    assert RuleNeeds.of(these, "m", "candidate") == RuleNeeds(1, False, (), False)  # no cell rule of its own
+    assert RuleNeeds.of(these, "other", "candidate") == RuleNeeds(1, False, (), False)
+    # the setting itself says the same
+    low, named_rule = these[0], these[1]
+    assert low.applies_to("m") and not low.applies_to("m", "candidate")
+    assert named_rule.applies_to("m", "candidate") and not named_rule.applies_to("other")
+
+
 def test_a_steady_state_is_not_a_change() -> None:
     these = rules({"name": "Stale", "kind": "stale", "max_age": 3600})
     firing = AlertState("m", "Stale", "firing", "warning", NOW - timedelta(hours=1), 0)

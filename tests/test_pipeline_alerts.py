@@ -136,3 +136,28 @@ def test_alerts_are_written_with_the_run_or_not_at_all(workspace):
     assert store.alert_states() == [] and store.outbox_items() == []
     (run,) = store.list_runs()
     assert run.status == "failed" and run.models == []
+
+
+def test_clock_rules_judge_a_candidate_only_when_they_name_it(workspace):
+    from datetime import UTC, datetime
+
+    from monitor.pipeline import evaluate_time_rules
+
+    root, config = workspace
+    config["models"].append({**config["models"][0], "name": "cnn-next", "role": "candidate"})
+    config["alerts"] = {
+        "rules": [
+            {"name": "Stale", "kind": "stale", "max_age": "1h"},
+            {"name": "NextStale", "kind": "stale", "max_age": "1h", "models": ["cnn-next"]},
+        ]
+    }
+    settings = load_settings(write_config(root / "persistence-monitor.yaml", config))
+    store = Store.open(settings.resolved_database_url)
+    try:
+        writes = evaluate_time_rules(settings, store, now=datetime.now(UTC))  # nothing evaluated yet
+    finally:
+        store.close()
+    assert sorted((s.model, s.rule, s.state) for s in writes.states) == [
+        ("cnn", "Stale", "firing"),
+        ("cnn-next", "NextStale", "firing"),
+    ]

@@ -156,3 +156,31 @@ def test_cancel_stops_the_actors_between_trials(workspace, cluster) -> None:
         executor.close()
     # the trial in progress when `cancel` came may finish; nothing after it starts
     assert 1 <= len(results) <= 2 and all(r.status == "ok" for r in results.values())
+
+
+def test_a_derived_dataset_is_corrupted_on_the_actor_as_locally(workspace, cluster, tmp_path) -> None:
+    """The actor gets the source's files and makes the derived images itself (the same bytes)."""
+    from monitor.data import derived_data, derived_digest
+    from monitor.settings import DeriveSpec
+
+    root, prepared = workspace
+    task, info, data = prepared
+    source = dataclasses.replace(data, path=tmp_path / "decoded" / data.key)
+    shutil.copytree(data.path, source.path)
+    spec = DeriveSpec.model_validate({"from": "d", "shift": "gaussian_noise", "severity": 4})
+    derived = derived_data(source, spec, derived_digest(info.digest, spec), task)
+    work = dataclasses.replace(group(root, prepared, "python:tiny_exec:build", [LINEAR]), data=derived)
+    local = run(InlineExecutor("cpu", OPTIONS), [work])
+    assert derived.path.is_dir()  # made here, beside its source
+    executor = RayExecutor(cpus_per_worker=1, max_workers=1, options=OPTIONS, cpu_only=True)
+    try:
+        executor.start()
+        shipment = executor._ship(ray, work)
+        assert set(ray.get(shipment.files)) == {p.name for p in source.path.iterdir()}
+        shutil.rmtree(tmp_path / "decoded")
+        remote = run(executor, [work])
+    finally:
+        executor.close()
+    for key, result in local.items():
+        assert remote[key].status == "ok", remote[key].error
+        assert remote[key].predictions == result.predictions

@@ -77,8 +77,8 @@ def test_open_migrates_a_fresh_database_to_head(url: str) -> None:
             tables = set(inspect(connection).get_table_names())
         assert {"runs", "run_models", "run_cells", "trials", "snapshots", "model_versions"} <= tables
         assert {"alert_states", "outbox", "notification_counts"} <= tables
-        assert {"run_plans", "counters", "leases", "run_requests"} <= tables
-        assert head_revision() == "0006"
+        assert {"run_plans", "counters", "leases", "run_requests", "run_estimates"} <= tables
+        assert head_revision() == "0007"
         with engine.connect() as connection:
             columns = {c["name"]: c for c in inspect(connection).get_columns("runs")}
         assert {"owner", "heartbeat_at"} <= set(columns) and "plan" not in columns
@@ -419,7 +419,7 @@ def test_begin_run_refuses_bad_ids_triggers_plans_and_naive_times(store: Store) 
 
 
 def test_the_triggers_include_startup(store: Store) -> None:
-    assert set(RUN_TRIGGERS) == {"cli", "schedule", "poll", "api", "resume", "demo", "startup"}
+    assert set(RUN_TRIGGERS) == {"cli", "schedule", "poll", "api", "resume", "demo", "startup", "probes"}
     run_id = new_run_id_begun(store, trigger="startup")
     assert store.get_run(run_id).trigger == "startup"  # type: ignore[union-attr]
 

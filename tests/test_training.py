@@ -54,8 +54,12 @@ def torch_scheduler(optimizer: torch.optim.Optimizer, s: StrategySpec, steps_per
     return lr_scheduler.SequentialLR(optimizer, [ramp, main()], milestones=[warmup])
 
 
-def reference_linear_head(x, y, test_x, test_y, num_classes, t: TrialSpec, metric: str) -> float:
-    """The plain way: one nn.Linear, torch.optim and its schedulers, a loop — same init and data order."""
+def reference_linear_head(
+    x, y, test_x, test_y, num_classes, t: TrialSpec, metric: str
+) -> tuple[float, list[float]]:
+    """The plain way: one nn.Linear, torch.optim and its schedulers, a loop — same init and data order.
+
+    Returns the score and the training curve: each epoch's loss summed over its examples / N."""
     s = t.strategy
     generator = torch.Generator().manual_seed(t.seed)
     weight, bias = init_head(num_classes, x.shape[1], generator)
@@ -69,19 +73,23 @@ def reference_linear_head(x, y, test_x, test_y, num_classes, t: TrialSpec, metri
         opt = torch.optim.AdamW(head.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     n = x.shape[0]
     sched = torch_scheduler(opt, s, math.ceil(n / s.batch_size))
+    curve = []
     for _ in range(s.epochs):
         order = torch.randperm(n, generator=generator)
+        total = 0.0
         for begin in range(0, n, s.batch_size):
             idx = order[begin : begin + s.batch_size]
             loss = F.cross_entropy(head(x[idx]), y[idx], label_smoothing=s.label_smoothing)
+            total += float(loss.detach()) * idx.numel()
             opt.zero_grad()
             loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()
+        curve.append(total / n)
     with torch.no_grad():
         predictions = head(test_x).argmax(1)
-    return float(score_predictions(metric, predictions, test_y, num_classes))
+    return float(score_predictions(metric, predictions, test_y, num_classes)), curve
 
 
 @pytest.fixture(scope="module")
@@ -121,9 +129,11 @@ def test_batched_heads_equal_separate_heads(features, optimizer):
     assert results[4].details["models_batched"] == 2  # two learning rates of one cosine schedule
     for t, r in zip(trials, results, strict=True):
         assert r.status == "ok"
-        assert r.score == pytest.approx(
-            reference_linear_head(x, y, tx, ty, 4, t, "balanced_accuracy"), abs=1e-9
-        )
+        score, curve = reference_linear_head(x, y, tx, ty, 4, t, "balanced_accuracy")
+        assert r.score == pytest.approx(score, abs=1e-9)
+        # the training curve too: the mean loss over each epoch's examples (5 significant digits)
+        assert r.details["loss_curve"] == pytest.approx(curve, rel=1e-4)
+        assert r.details["diverged_at"] is None
 
 
 def test_batched_heads_match_in_parameters_not_only_scores(features, monkeypatch):
@@ -168,6 +178,8 @@ def test_a_diverging_head_is_marked_and_leaves_the_others_alone(features):
     assert together[1].status == "diverged" and together[1].score is not None
     assert 0.0 <= together[1].score <= 1.0
     assert together[0].score == alone[0].score and together[0].status == alone[0].status
+    assert together[0].details["loss_curve"] == alone[0].details["loss_curve"]
+    assert together[1].details["loss_curve"][-1] is None and together[1].details["diverged_at"]["epoch"] == 1
 
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")

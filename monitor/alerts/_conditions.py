@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from ..settings import AlertRule, BelowRule, CellDropRule, DropRule, IncompleteRule, StaleRule
-from ..types import CellResult, ModelScore
+from ..types import CellResult, ModelRole, ModelScore
 
 __all__ = ["Condition", "HistoryPoint", "baseline_of", "condition", "difference_variance"]
 
@@ -241,5 +241,6 @@ def condition(
     raise ValueError(f"unknown rule kind {rule.kind!r}")
 
 
-def applies(rule: AlertRule, model: str) -> bool:
-    return rule.models is None or model in rule.models
+def applies(rule: AlertRule, model: str, role: ModelRole = "deployed") -> bool:
+    """Whether `rule` judges `model` (a rule without `models` judges deployed models only)."""
+    return rule.applies_to(model, role)

@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ..settings import AlertRule, CellDropRule, DropRule
-from ..types import AlertState, CellResult
+from ..settings import AlertRule, CellDropRule, DropRule, EstimateDropRule
+from ..types import AlertState, CellResult, ModelRole
 from ._conditions import Condition, HistoryPoint, applies, condition
+from ._estimates import EstimateSeries, estimate_condition
 from ._states import Transition, advance
 
 __all__ = ["Decision", "RuleInputs", "RuleNeeds", "judge"]
@@ -27,16 +28,18 @@ class RuleNeeds:
     first: bool  # the model's first stored run (a `baseline: first` drop rule)
     pinned: tuple[str, ...]  # pinned runs (`baseline: pinned`)
     previous_cells: bool  # the previous run's cells (a `cell_drop` rule)
+    estimates: int = 0  # earlier values per estimate (`estimate_drop`: its longest window; 0: none)
 
     @classmethod
-    def of(cls, rules: Sequence[AlertRule], model: str) -> RuleNeeds:
-        mine = [r for r in rules if applies(r, model)]
+    def of(cls, rules: Sequence[AlertRule], model: str, role: ModelRole = "deployed") -> RuleNeeds:
+        mine = [r for r in rules if applies(r, model, role)]
         drops = [r for r in mine if isinstance(r, DropRule)]
         return cls(
             history=max((r.window for r in drops), default=1),
             first=any(r.baseline == "first" for r in drops),
             pinned=tuple(sorted({r.pinned_run for r in drops if r.baseline == "pinned" and r.pinned_run})),
             previous_cells=any(isinstance(r, CellDropRule) for r in mine),
+            estimates=max((r.window for r in mine if isinstance(r, EstimateDropRule)), default=0),
         )
 
 
@@ -52,6 +55,9 @@ class RuleInputs:
     pinned: Mapping[str, HistoryPoint] = field(default_factory=dict)  # run id -> the model's score there
     current_cells: Sequence[CellResult] = ()
     previous_cells: Sequence[CellResult] = ()  # of history[-1]
+    role: ModelRole = "deployed"  # a candidate is judged only by the rules that name it
+    # (task, dataset, estimator) -> the estimate's newest value and earlier ones (`estimate_drop`)
+    estimates: Mapping[tuple[str, str, str], EstimateSeries] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,18 @@ def judge(
     """Every rule (of `kinds`, when given) that applies to the model, judged on `inputs`."""
     decisions = []
     for rule in rules:
-        if (kinds is not None and rule.kind not in kinds) or not applies(rule, inputs.model):
+        if (kinds is not None and rule.kind not in kinds) or not applies(rule, inputs.model, inputs.role):
+            continue
+        if isinstance(rule, EstimateDropRule):
+            # Judged once per new estimate: a run that only reuses judged values (the grid after
+            # a probe run on the same snapshot) leaves the state as it is, so that `for_runs`
+            # counts snapshots, not runs.
+            if not any(s.new for s in inputs.estimates.values()):
+                continue
+            found = estimate_condition(rule, inputs.model, inputs.estimates)
+            previous = inputs.states.get(rule.name)
+            transition = advance(previous, rule, inputs.model, found, now=now, run_id=run_id)
+            decisions.append(Decision(rule, inputs.model, found, transition, previous))
             continue
         history: Sequence[HistoryPoint] = inputs.history
         pinned = None

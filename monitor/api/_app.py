@@ -14,13 +14,16 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .. import __version__
-from ..pipeline import cell_document
+from ..pipeline import cell_document, estimate_document
 from ..settings import Settings
 from ..store import RunRecord, Store, is_hex_id
 from ..types import ModelScore
+from ._curves import cell_curves
+from ._run_page import render_run_page
 from ._schemas import (
     AlertOut,
     CellOut,
+    EstimateOut,
     ModelOut,
     ModelScoreOut,
     Problem,
@@ -28,6 +31,7 @@ from ._schemas import (
     RunOut,
     RunQueued,
     RunSummary,
+    TrialOut,
 )
 from ._status_page import render_status_page
 from ._views import alert_documents
@@ -142,6 +146,7 @@ def create_app(
             out.append(
                 ModelOut(
                     model=model.name,
+                    role=model.role,
                     version=score.version if score else None,
                     persistence=score.persistence if score else None,
                     stderr=score.stderr if score else None,
@@ -173,12 +178,16 @@ def create_app(
         if run is None:
             raise HTTPException(status_code=404, detail=f"no run {run_id}")
         models = []
+        estimates = store.run_estimates(run.id)
         for score in run.models:
             cells = [c for c in run.cells if c.model == score.model]
             models.append(
                 RunModelOut(
                     **_score_out(score).model_dump(),
                     cells=[CellOut(**cell_document(c)) for c in cells],  # as run-once --json
+                    transferability=[
+                        EstimateOut(**estimate_document(e)) for e in estimates if e.model == score.model
+                    ],
                 )
             )
         return RunOut(
@@ -191,6 +200,38 @@ def create_app(
             error=run.error,
             models=models,
         )
+
+    def find_run(run_id: str) -> RunRecord:
+        run = store.get_run(run_id) if is_hex_id(run_id) else None
+        if run is None:
+            raise HTTPException(status_code=404, detail=f"no run {run_id}")
+        return run
+
+    @app.get(
+        "/api/v1/runs/{run_id}/trials",
+        response_model=list[TrialOut],
+        responses={404: {"model": Problem}},
+        tags=["runs"],
+    )
+    def get_run_trials(run_id: str) -> list[TrialOut]:
+        """Every stored trial of one run's cells (a seed each), with its loss per epoch."""
+        run = find_run(run_id)
+        return [
+            TrialOut(
+                model=c.cell.model,
+                task=c.cell.task,
+                dataset=c.cell.dataset,
+                snapshot=c.cell.snapshot,
+                strategy=c.cell.strategy,
+                **seed.document(),
+            )
+            for c in cell_curves(store, run.cells)
+            for seed in c.seeds
+        ]
+
+    @app.get("/runs/{run_id}", response_class=HTMLResponse, include_in_schema=False)
+    def run_page(run_id: str) -> HTMLResponse:
+        return HTMLResponse(render_run_page(store, find_run(run_id)))
 
     @app.post(
         "/api/v1/runs",

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from ..types import ModelRole
+
 __all__ = [
     "AlertOut",
     "CellOut",
@@ -16,6 +18,7 @@ __all__ = [
     "RunOut",
     "RunQueued",
     "RunSummary",
+    "TrialOut",
 ]
 
 
@@ -25,6 +28,9 @@ class Problem(BaseModel):
 
 class ModelOut(BaseModel):
     model: str
+    role: ModelRole = Field(
+        description="deployed: alerted on; candidate: scored and compared, alerted on only by a rule naming it"
+    )
     version: str | None = Field(description="short weights digest of the latest run")
     persistence: float | None = Field(description="P(M) of the latest finished run")
     stderr: float | None = Field(description="standard error of P(M): seeds and test-sample noise")
@@ -75,8 +81,21 @@ class RunSummary(BaseModel):
     models: list[ModelScoreOut]
 
 
+class EstimateOut(BaseModel):
+    """A transferability estimate (`early_warning`): not in P(M), not in [0, 1]; higher is better."""
+
+    task: str
+    dataset: str
+    snapshot: str
+    estimator: str
+    value: float | None
+    status: Literal["ok", "cached", "failed"]
+    error: str | None = None
+
+
 class RunModelOut(ModelScoreOut):
     cells: list[CellOut]
+    transferability: list[EstimateOut] = []
 
 
 class RunOut(BaseModel):
@@ -90,6 +109,30 @@ class RunOut(BaseModel):
     finished_at: datetime | None
     error: str | None
     models: list[RunModelOut]
+
+
+class DivergedAt(BaseModel):
+    epoch: int = Field(description="the epoch (from 1) whose loss was first not finite")
+    step: int = Field(
+        description="the first optimizer step (from 1, over the whole training) with a non-finite loss"
+    )
+
+
+class TrialOut(BaseModel):
+    """One seed of one cell of a run, with its training curve (README "Training curves")."""
+
+    model: str
+    task: str
+    dataset: str
+    snapshot: str
+    strategy: str
+    seed: int
+    status: Literal["ok", "diverged"]
+    score: float | None
+    loss_curve: list[float | None] = Field(
+        description="mean training loss of epochs 1..E; null where it was not finite (the curve ends there)"
+    )
+    diverged_at: DivergedAt | None
 
 
 class RunQueued(BaseModel):

@@ -11,9 +11,12 @@ from html import escape
 from typing import Any
 
 from .. import __version__
+from ..pipeline import LatestComparison, compare_latest
 from ..settings import Settings
 from ..store import Store
 from ..types import CellResult
+from ._comparison_page import comparison_section
+from ._estimates_page import estimates_section
 
 __all__ = ["render_status_page"]
 
@@ -102,8 +105,13 @@ def render_status_page(
     *,
     refresh: int | None = 30,
     images: dict[str, bytes] | None = None,
+    curve_images: dict[str, bytes] | None = None,
+    comparison: LatestComparison | None = None,
+    comparison_image: bytes | None = None,
 ) -> str:
-    """The page; `health` None renders the offline report (with `images`: PNG plots per model)."""
+    """The page; `health` None renders the offline report (with `images`: PNG plots per model,
+    and `curve_images`: the training curves of each model's latest cells). With two models or
+    more, their comparison (`comparison`, read here when not given; `comparison_image`: a PNG)."""
     strategies = [s.name for s in settings.strategies]
     latest = store.latest_scores(m.name for m in settings.models)
     meta = f"<meta http-equiv='refresh' content='{refresh}'>" if refresh else ""
@@ -152,12 +160,13 @@ def render_status_page(
             if p.persistence is not None
         ]
         parts.append('<div class="card">')
+        badge = " <span class='muted'>(candidate)</span>" if model.role == "candidate" else ""
         if score is None:
-            parts.append(f"<b>{escape(model.name)}</b> <span class='muted'>no finished run yet</span>")
+            parts.append(f"<b>{escape(model.name)}</b>{badge} <span class='muted'>no finished run yet</span>")
         else:
             worst = "/".join(score.worst_cell) if score.worst_cell else "–"
             parts.append(
-                f"<b>{escape(model.name)}</b> <span class='muted'>version {escape(score.version)}</span><br>"
+                f"<b>{escape(model.name)}</b>{badge} <span class='muted'>version {escape(score.version)}</span><br>"
                 f"P(M) <b>{_f(score.persistence)}</b> ± {_f(score.stderr)} "
                 f"<span class='muted'>(seeds alone ± {_f(score.stderr_seeds)})</span> · coverage {_f(score.coverage, '.0%')} · "
                 f"spread {_f(score.spread)} · worst cell {escape(worst)} = {_f(score.worst_cell_score)}"
@@ -173,8 +182,18 @@ def render_status_page(
             )
         else:
             parts.append(f"<div>{_sparkline(history)}</div>")
+        curves = (curve_images or {}).get(model.name)
+        if curves is not None:
+            parts.append(
+                f"<img alt='training curves of the latest cells of {escape(model.name)}' "
+                f"src='data:image/png;base64,{base64.b64encode(curves).decode()}' style='max-width:100%'>"
+            )
         parts.append(_heatmap(store.latest_cells(model.name), strategies))
+        parts.append(estimates_section(store, settings, model.name))
         parts.append("</div>")
+    if len(settings.models) >= 2:
+        found = comparison if comparison is not None else compare_latest(settings, store)
+        parts.append(comparison_section(found, comparison_image))
     parts.append(
         "<h2>Recent runs</h2><table><tr><th class='l'>run</th><th class='l'>trigger</th>"
         "<th class='l'>status</th><th class='l'>started</th><th>seconds</th></tr>"
@@ -182,7 +201,8 @@ def render_status_page(
     for run in store.list_runs(limit=10, with_models=False):
         status_class = "bad" if run.status in ("failed", "partial") else ""
         parts.append(
-            f"<tr><td class='l'><a href='/api/v1/runs/{escape(run.id)}'>{escape(run.id[:12])}</a></td>"
+            # the run view: its cells and their training curves (the JSON is linked from there)
+            f"<tr><td class='l'><a href='/runs/{escape(run.id)}'>{escape(run.id[:12])}</a></td>"
             f"<td class='l'>{escape(run.trigger)}</td><td class='l {status_class}'>{escape(run.status)}</td>"
             f"<td class='l'>{escape(run.started_at.isoformat(timespec='seconds'))}</td>"
             f"<td>{_f(run.seconds, '.1f')}</td></tr>"

@@ -16,7 +16,7 @@ def alert_documents(store: Store, settings: Settings) -> list[dict[str, Any]]:
     out = []
     for model in settings.models:
         for rule in settings.alerts.rules:
-            if rule.models is not None and model.name not in rule.models:
+            if not rule.applies_to(model.name, model.role):
                 continue
             state = states.get((model.name, rule.name))
             out.append(

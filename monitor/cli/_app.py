@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     run_once.add_argument(
         "--json", action="store_true", help="print the run document (JSON) on stdout, nothing else"
     )
+    run_once.add_argument(
+        "--probes",
+        action="store_true",
+        help="only the cheap cells (knn, linear) and the early_warning estimates: no P(M), for a quick warning",
+    )
 
     demo = commands.add_parser("demo", help="write a self-contained demo workspace")
     demo.add_argument(
@@ -89,6 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="FILE",
         help="report.html (PNG plots are written beside it), or a .png",
+    )
+
+    compare = commands.add_parser(
+        "compare", help="the models ranked by P(M), and the paired difference of every pair (from the store)"
+    )
+    config_options(compare, demo=True)
+    compare.add_argument(
+        "--models", metavar="A,B", help="compare only these models (comma-separated names from models[])"
+    )
+    compare.add_argument(
+        "--json", action="store_true", help="print one JSON document on stdout, nothing else"
     )
 
     prune = commands.add_parser("prune", help="apply the retention settings now (what serve does hourly)")
@@ -136,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  persistence-monitor check-config --config {config}"
             )
             return EXIT_OK
+        if args.command == "compare":
+            return _compare(args, out, err)
         if args.command == "prune":
             return _prune(args, out, err)
         if args.command == "check-config":
@@ -152,6 +170,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print("interrupted: finished fine-tunes are stored; the next run resumes from them")
         return 130
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _compare(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from ._compare import compare, parse_models
+
+    settings = _settings(args, err)
+    models = parse_models(settings, args.models)  # unknown names: exit 2, before the store is opened
+    store = Store.open(settings.resolved_database_url)
+    try:
+        compare(settings, store, models, as_json=args.json, out=out)
+    finally:
+        store.close()
+    return EXIT_OK
 
 
 def _prune(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -302,7 +333,7 @@ def _run_once(args: argparse.Namespace, out: Console, err: Console) -> int:
     try:
         with ProgressObserver(err, seeds=len(settings.seeds)) as observer:
             report = run_evaluation(
-                settings, store, executor, trigger="cli", observer=observer, run_id=run_id
+                settings, store, executor, trigger="cli", observer=observer, run_id=run_id, probes=args.probes
             )
         executor.close()  # the workers are done: free them before waiting on deliveries
         _deliver_notifications(settings, store, err)
@@ -322,13 +353,19 @@ def _run_once(args: argparse.Namespace, out: Console, err: Console) -> int:
         store.close()
     if args.json:
         document = run_document(
-            report.run_id, report.status, report.seconds, [(m.score, m.cells) for m in report.models]
+            report.run_id,
+            report.status,
+            report.seconds,
+            [(m.score, m.cells) for m in report.models],
+            roles={m.name: m.role for m in settings.models},
+            estimates={m.score.model: m.estimates for m in report.models},
+            probes=report.probes,
         )
         document["alerts"] = report.alerts  # an extension: the alerts this run fired or resolved
         sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
         sys.stdout.flush()
     else:
-        render_report(report, out)
+        render_report(report, out, roles={m.name: m.role for m in settings.models})
         for event in report.alerts:
             out.print(
                 f"alert [bold]{event['alert']}[/bold] {event['kind']} for {event['model']}: {event['summary']}"

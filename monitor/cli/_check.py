@@ -11,6 +11,7 @@ from rich.text import Text
 
 from .._text import shown
 from ..alerts import small_test_split
+from ..data import shift_text
 from ..errors import MonitorError
 from ..settings import Settings, StrategySpec, TaskSpec, redact_url
 from ..sources import SnapshotCandidate, list_snapshots, model_version
@@ -30,7 +31,7 @@ def check_config(settings: Settings, out: Console) -> int:
     out.print(f"device     {settings.device}")
 
     models = Table(title="models", title_justify="left")
-    for column in ("model", "architecture", "version", "features", "stages", "status"):
+    for column in ("model", "role", "architecture", "version", "features", "stages", "status"):
         models.add_column(column)
     for spec in settings.models:
         try:
@@ -39,6 +40,7 @@ def check_config(settings: Settings, out: Console) -> int:
             stages = ", ".join(name for name, _ in backbone.stages[-3:])
             models.add_row(
                 spec.name,
+                spec.role,
                 spec.architecture,
                 version.version,
                 str(backbone.feature_dim),
@@ -54,6 +56,7 @@ def check_config(settings: Settings, out: Console) -> int:
                         "",
                         "",
                         "",
+                        "",
                         Text(
                             f"strategy {strategy.name}: trainable_blocks {strategy.trainable_blocks} > "
                             f"{len(backbone.stages)} stages",
@@ -62,7 +65,9 @@ def check_config(settings: Settings, out: Console) -> int:
                     )
         except MonitorError as exc:
             problems += 1
-            models.add_row(spec.name, spec.architecture, "-", "-", "-", Text(str(exc), style="red"))
+            models.add_row(
+                spec.name, spec.role, spec.architecture, "-", "-", "-", Text(str(exc), style="red")
+            )
     out.print(models)
 
     small_splits: list[str] = []
@@ -70,18 +75,31 @@ def check_config(settings: Settings, out: Console) -> int:
     for column in ("task", "metric", "dataset", "source", "complete snapshots", "latest"):
         datasets.add_column(column)
     for task in settings.tasks:
+        listings: dict[str, list[SnapshotCandidate] | MonitorError] = {}
         for dataset in task.datasets:
-            source = redact_url(dataset.source)
-            try:
-                found = list_snapshots(task.name, dataset, state_dir=settings.state_dir)
-            except MonitorError as exc:
-                problems += 1
+            if dataset.derive is None:
+                try:
+                    listings[dataset.name] = list_snapshots(task.name, dataset, state_dir=settings.state_dir)
+                except MonitorError as exc:
+                    listings[dataset.name] = exc
+                    problems += 1
+        for dataset in task.datasets:
+            if dataset.derive is None:
+                source = redact_url(dataset.location)
+                found_or_error = listings[dataset.name]
+            else:  # its source's snapshots, corrupted
+                source = f"derived from {dataset.derive.from_}: {shift_text(dataset.derive)}"
+                found_or_error = listings[dataset.derive.from_]
+            if isinstance(found_or_error, MonitorError):
                 datasets.add_row(
-                    task.name, task.metric, dataset.name, source, Text(str(exc), style="red"), "-"
+                    task.name, task.metric, dataset.name, source, Text(str(found_or_error), style="red"), "-"
                 )
                 continue
+            found = found_or_error
             latest = Text(shown(found[-1].snapshot)) if found else Text("none yet", style="yellow")
             datasets.add_row(task.name, task.metric, dataset.name, source, str(len(found)), latest)
+            if dataset.derive is not None:
+                continue  # the test split is its source's: any warning about it is given there
             if found and any(r.kind == "drop" for r in settings.alerts.rules):
                 bound = _test_split_bound(task, found[-1])
                 advice = small_test_split(bound, at_most=True) if bound is not None else None
@@ -106,11 +124,15 @@ def check_config(settings: Settings, out: Console) -> int:
     for column in (*columns, "blocks", "batchnorm", "augment"):
         strategies.add_column(column)
     for s in settings.strategies:
+        if s.mode == "knn":  # trains nothing: only its k
+            dash = ("-",) * (len(columns) - 1)  # optimizer .. blocks
+            strategies.add_row(s.name, f"knn (k={s.k})", *dash, "eval (frozen backbone)", "-")
+            continue
         strategies.add_row(
             s.name,
             s.mode,
             s.optimizer,
-            f"{s.lr:g}",
+            f"{s.train_lr:g}",
             schedule_text(s),
             f"{s.warmup_epochs} ep" if s.warmup_epochs else "-",
             str(s.epochs),

@@ -5,6 +5,8 @@ Progress and warnings go to stderr, results to stdout, so `--json` output stays 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -20,7 +22,7 @@ from rich.text import Text
 
 from ..engine import TrialSpec
 from ..pipeline import ModelReport, RunReport
-from ..types import CellResult, TrialResult
+from ..types import CellResult, EstimateResult, TrialResult
 
 __all__ = ["ProgressObserver", "render_report"]
 
@@ -103,11 +105,11 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def render_model(report: ModelReport) -> Table:
+def render_model(report: ModelReport, role: str | None = None) -> Table:
     score = report.score
     strategies = list(dict.fromkeys(c.strategy for c in report.cells))
     title = (
-        f"[bold]{score.model}[/bold] (version {score.version})  "
+        f"[bold]{score.model}[/bold] (version {score.version}{', ' + role if role else ''})  "
         f"P(M) = [bold]{_fmt(score.persistence)}[/bold] ± {_fmt(score.stderr)}"
         f" [dim](seeds alone ± {_fmt(score.stderr_seeds)})[/dim]"
     )
@@ -136,9 +138,25 @@ def render_model(report: ModelReport) -> Table:
     return table
 
 
-def render_report(report: RunReport, console: Console) -> None:
+def render_estimates(model: str, estimates: Sequence[EstimateResult]) -> Table:
+    """A model's transferability estimates (higher: its features suit the data better)."""
+    table = Table(title=f"{model}: transferability estimates (not in P(M))", title_justify="left")
+    for column in ("task", "dataset", "snapshot", "estimator"):
+        table.add_column(column)
+    table.add_column("value", justify="right")
+    table.add_column("status")
+    for e in estimates:
+        value = f"{e.value:.4f}" if e.value is not None else Text(e.error or "failed", style="red")
+        table.add_row(e.task, e.dataset, e.snapshot, e.estimator, value, e.status)
+    return table
+
+
+def render_report(report: RunReport, console: Console, roles: Mapping[str, str] | None = None) -> None:
+    """Every model's table (with its role, from `roles`, when given), its failures, then the run."""
     for model in report.models:
-        console.print(render_model(model))
+        console.print(render_model(model, (roles or {}).get(model.score.model)))
+        if model.estimates:
+            console.print(render_estimates(model.score.model, model.estimates))
         failed = [c for c in model.cells if c.status == "failed"]
         for cell in failed[:10]:
             console.print(

@@ -1,7 +1,9 @@
 """`report --out FILE`: an HTML report of the latest runs, with PNG plots (also written beside it).
 
 For people who want to look rather than query: per model, P(M) over time with its standard error
-band and its baseline, and the latest grid as a heatmap; then the status page's tables. The HTML
+band and its baseline, the latest grid as a heatmap and its cells' training curves (one panel a
+cell, one line a seed: `_plot_curves`); then the status page's tables, with, for two models or
+more, their comparison as `compare` has it and its plot (`<stem>_comparison.png`). The HTML
 embeds everything (one file to mail or attach to a ticket).
 """
 
@@ -10,29 +12,57 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from ..api import alert_documents, render_status_page
+from ..api import CellCurves, alert_documents, cell_curves, render_status_page
+from ..pipeline import compare_latest
 from ..settings import Settings
 from ..store import Store
+from ._compare import plot_comparison
 
 __all__ = ["write_report"]
 
 
 def write_report(settings: Settings, store: Store, out: Path) -> list[Path]:
-    """Write the HTML report to `out` and one PNG per model beside it; returns the files written."""
+    """Write the HTML report to `out` and PNGs per model beside it; returns the files written."""
     images = {model.name: _plot(store, settings, model.name) for model in settings.models}
+    curves = {
+        model.name: png
+        for model in settings.models
+        if (png := _plot_curves(cell_curves(store, store.latest_cells(model.name)), model.name)) is not None
+    }
+    # Two models or more: their comparison, as `compare` has it (a table in the page, and a plot).
+    comparison = compare_latest(settings, store) if len(settings.models) >= 2 else None
+    compared = plot_comparison(comparison) if comparison is not None and comparison.scored else None
     html = render_status_page(
-        store, settings, None, alert_documents(store, settings), refresh=None, images=images
+        store,
+        settings,
+        None,
+        alert_documents(store, settings),
+        refresh=None,
+        images=images,
+        curve_images=curves,
+        comparison=comparison,
+        comparison_image=compared,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     written = []
     if out.suffix.lower() == ".png":  # asked for a picture only: all models, one after another
-        out.write_bytes(next(iter(images.values())) if len(images) == 1 else _stack(list(images.values())))
+        pngs = [*images.values(), *([compared] if compared is not None else [])]
+        out.write_bytes(pngs[0] if len(pngs) == 1 else _stack(pngs))
         return [out]
     out.write_text(html, encoding="utf-8")
     written.append(out)
     for name, png in images.items():
         path = out.with_name(f"{out.stem}-{name}.png")
         path.write_bytes(png)
+        written.append(path)
+    for name, png in curves.items():
+        path = out.with_name(f"{out.stem}-{name}-curves.png")
+        path.write_bytes(png)
+        written.append(path)
+    if compared is not None:
+        # "_": never the name of a model's file ("-<model>"), whatever the model is called
+        path = out.with_name(f"{out.stem}_comparison.png")
+        path.write_bytes(compared)
         written.append(path)
     return written
 
@@ -108,6 +138,66 @@ def _plot(store: Store, settings: Settings, model: str) -> bytes:
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+# Panels of the curves figure at most: a huge grid shows its diverged cells first, then its
+# lowest-scoring ones (where a look at training pays off), and the title says how many are left out.
+MAX_CURVE_PANELS = 24
+
+
+def _plot_curves(cells: list[CellCurves], model: str) -> bytes | None:
+    """Small multiples of the cells' loss per epoch, a line per seed; None when no cell has a curve."""
+    with_curves = [c for c in cells if any(s.losses for s in c.seeds)]
+    if not with_curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    shown = with_curves
+    if len(shown) > MAX_CURVE_PANELS:
+        order = sorted(
+            range(len(shown)),
+            key=lambda i: (shown[i].cell.status != "diverged", shown[i].cell.score or 0.0, i),
+        )
+        shown = [shown[i] for i in sorted(order[:MAX_CURVE_PANELS])]  # back in grid order
+    columns = min(4, len(shown))
+    rows = -(-len(shown) // columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(3.2 * columns, 2.4 * rows + 0.5), squeeze=False, constrained_layout=True
+    )
+    left_out = len(with_curves) - len(shown)
+    title = f"{model}: training loss per epoch, a line per seed (latest cells)"
+    if left_out:
+        title += f"; {len(shown)} of {len(with_curves)} cells, diverged and lowest-scoring first"
+    figure.suptitle(title, fontsize=10, x=0.01, ha="left")
+    for ax, curves in zip(axes.flat, shown, strict=False):
+        c = curves.cell
+        for seed in curves.seeds:
+            epochs = [e for e, v in enumerate(seed.losses, start=1) if v is not None]
+            values = [v for v in seed.losses if v is not None]
+            at = seed.diverged_at
+            label = f"seed {seed.seed}" + (f", diverged in epoch {at['epoch']}" if at else "")
+            (line,) = ax.plot(epochs, values, marker="o", markersize=2, linewidth=1.2, label=label)
+            if at is not None:  # a dotted line and a cross at the top: where the loss stopped being finite
+                ax.axvline(at["epoch"], color=line.get_color(), linestyle=":", linewidth=1)
+                ax.plot([at["epoch"]], [0.9], "x", color="#c81e1e", transform=ax.get_xaxis_transform())
+        score = "–" if c.score is None else f"{c.score:.3f}"
+        ax.set_title(f"{c.task}/{c.dataset}/{c.strategy}\n{c.status}, score {score}", fontsize=8)
+        ax.set_xlabel("epoch", fontsize=7)
+        ax.set_xlim(0.5, max(len(s.losses) for s in curves.seeds) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+    for ax in list(axes.flat)[len(shown) :]:
+        ax.set_axis_off()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
     return buffer.getvalue()
 

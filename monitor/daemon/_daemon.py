@@ -51,7 +51,7 @@ from ..store import Lease, Store, new_run_id
 from ._fingerprint import changes, inputs_fingerprint
 from ._leader import Leadership
 from ._owner import current_owner, is_interrupted
-from ._queue import EvaluationQueue
+from ._queue import PROBES, EvaluationQueue
 
 __all__ = ["Daemon"]
 
@@ -379,7 +379,7 @@ class Daemon:
             (m.name, r.name)
             for m in self.settings.models
             for r in self.settings.alerts.rules
-            if r.models is None or m.name in r.models
+            if r.applies_to(m.name, m.role)
         }
         if removed := self.store.delete_alert_states(configured):
             log.info("forgot %d alert state(s) of rules or models no longer configured", removed)
@@ -421,7 +421,8 @@ class Daemon:
             return
         log.info("poll: %s", changes(self._seen, current))
         self.metrics.polls.labels("changed").inc()
-        self.request("poll")
+        # probes: the cheap cells and the estimates now, the full grid at the `evaluate` schedule
+        self.request(PROBES if self.settings.schedule.on_new_data == "probes" else "poll")
 
     def check_time_rules(self) -> None:
         """Judge the clock-driven rules (stale) now and queue their notifications."""
@@ -567,6 +568,7 @@ class Daemon:
                     run_id=request.run_id,
                     resume=request.resume,
                     owner=self.owner,
+                    probes=request.trigger == PROBES and not request.resume,
                 )
                 self.last_error = None
                 report = self.last_report

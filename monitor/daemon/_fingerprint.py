@@ -32,6 +32,8 @@ def inputs_fingerprint(settings: Settings) -> tuple[Hashable, ...]:
             parts.append(("model", model.name, f"error: {exc}"))
     for task in settings.tasks:
         for dataset in task.datasets:
+            if dataset.derive is not None:
+                continue  # it follows its source dataset, whose snapshots are listed here
             try:
                 candidates = list_snapshots(task.name, dataset, state_dir=settings.state_dir)
             except MonitorError as exc:

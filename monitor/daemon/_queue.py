@@ -1,5 +1,8 @@
 """One evaluation at a time: requests queue up, and requests made while one waits join it.
 
+A probe run (cheap cells only) that waits becomes a full grid when a grid is asked for meanwhile;
+a probe asked for while a grid waits joins the grid.
+
 A request that arrives with its own id (one a client holds: a run asked of a standby, through
 the store) never joins another: it waits for its own turn, once.
 """
@@ -10,7 +13,10 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-__all__ = ["EvaluationQueue", "Request"]
+__all__ = ["PROBES", "EvaluationQueue", "Request"]
+
+# The trigger of a probe run (`schedule.on_new_data: probes`): the cheap cells and estimates only.
+PROBES = "probes"
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,10 @@ class EvaluationQueue:
                 return run_id, False
             fresh = [r for r in self._waiting if not r.resume]
             if fresh:
+                if fresh[0].trigger == PROBES and trigger != PROBES:
+                    # The full grid computes everything the waiting probe run would: it takes its place.
+                    at = self._waiting.index(fresh[0])
+                    self._waiting[at] = Request(fresh[0].run_id, trigger)
                 return fresh[0].run_id, True
             request = Request(uuid.uuid4().hex, trigger)
             self._waiting.append(request)

@@ -1,5 +1,8 @@
 """The decoded-data cache folder: `<cache_dir>/decoded/<key>/` with four .npy files and meta.json.
 
+meta.json also lists each image's path within its snapshot, in array order (`image_paths`): a
+derived dataset draws each image's corruption from it.
+
 A folder is published whole (written under a temp name, then `os.replace`), and meta.json is
 written last inside it, so a folder that exists is complete unless something outside damaged it.
 meta.json carries the sha256 of each .npy file, taken when it was written. Opening a hit for a
@@ -28,7 +31,10 @@ from ._prepared import ARRAY_FILES, DecodedArrays, PreparedData
 __all__ = [
     "ChecksumMismatch",
     "MissingChecksum",
+    "MissingPaths",
+    "OutdatedEntry",
     "file_checksums",
+    "image_paths",
     "load_arrays",
     "read_cached",
     "write_cache",
@@ -43,8 +49,16 @@ class ChecksumMismatch(ValueError):
     """A cache file's content is not what was written: it changed on disk since it was decoded."""
 
 
-class MissingChecksum(ValueError):
+class OutdatedEntry(ValueError):
+    """A cache folder written by an earlier release, without something every entry now carries."""
+
+
+class MissingChecksum(OutdatedEntry):
     """A cache folder written before entries carried checksums: its content cannot be vouched for."""
+
+
+class MissingPaths(OutdatedEntry):
+    """A cache folder written before entries listed their images' paths."""
 
 
 def _sha256(path: Path) -> str:
@@ -60,7 +74,7 @@ def file_checksums(folder: Path) -> dict[str, str]:
 def _recorded_checksums(meta: dict[str, Any]) -> dict[str, str]:
     recorded = meta.get("checksum")
     if recorded is None:
-        raise MissingChecksum("it has no checksum (written by an earlier release)")
+        raise MissingChecksum("has no checksum (written by an earlier release)")
     files = recorded.get("files") if isinstance(recorded, dict) else None
     if (
         not isinstance(recorded, dict)
@@ -131,6 +145,7 @@ def read_cached(folder: Path, key: str) -> PreparedData:
     if layout not in ("split", "hashed"):
         raise ValueError(f"meta.json: unknown layout {layout!r}")
     checksums = _recorded_checksums(meta)
+    _check_paths(meta)
     _verify(folder, checksums)
     return PreparedData(
         key=key,
@@ -143,6 +158,44 @@ def read_cached(folder: Path, key: str) -> PreparedData:
         layout=layout,
         checksums=tuple(sorted(checksums.items())),
     )
+
+
+def _check_paths(meta: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The (train, test) image paths meta.json lists, one per image; ValueError if they do not fit."""
+    paths = meta.get("paths")
+    if paths is None:
+        raise MissingPaths("does not list its images' paths (written by an earlier release)")
+    if not isinstance(paths, dict) or set(paths) != {"train", "test"}:
+        raise ValueError("meta.json: paths must hold a train and a test list")
+    for split, count in (("train", int(meta["n_train"])), ("test", int(meta["n_test"]))):
+        listed = paths[split]
+        if (
+            not isinstance(listed, list)
+            or not all(isinstance(p, str) for p in listed)
+            or len(listed) != count
+        ):
+            raise ValueError(f"meta.json: paths.{split} must list the {count} {split} images' paths")
+    return list(paths["train"]), list(paths["test"])
+
+
+def image_paths(prepared: PreparedData) -> tuple[list[str], list[str]]:
+    """Each image's path within its snapshot, (train, test), in the order of the arrays.
+
+    Raises DataError naming the folder when meta.json cannot be read or does not fit the entry.
+    """
+    try:
+        meta = json.loads((prepared.path / "meta.json").read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or (int(meta["n_train"]), int(meta["n_test"])) != (
+            prepared.n_train,
+            prepared.n_test,
+        ):
+            raise ValueError("meta.json does not describe this entry")
+        return _check_paths(meta)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(
+            f"decoded data in {prepared.path} is unusable ({exc}); delete that folder and it will be "
+            f"decoded again from the snapshot on the next run"
+        ) from None
 
 
 def write_cache(decoded_dir: Path, key: str, arrays: DecodedArrays, meta: dict[str, Any]) -> Path:

@@ -13,7 +13,7 @@ from .._text import shown
 from ..errors import DataError, SnapshotRejected, SourceError
 from ..settings import TaskSpec
 from ..types import SnapshotInfo
-from ._cache import ChecksumMismatch, MissingChecksum, file_checksums, read_cached, write_cache
+from ._cache import ChecksumMismatch, OutdatedEntry, file_checksums, read_cached, write_cache
 from ._cache_key import DECODE_VERSION, cache_key
 from ._decode import DEFAULT_MAX_IMAGE_PIXELS
 from ._layout import ScannedSnapshot, scan_snapshot
@@ -72,14 +72,15 @@ def _open_cached(
     previous: dict[str, str] | None = None
     try:
         return read_cached(folder, key), None
-    except MissingChecksum:
+    except OutdatedEntry as exc:
         # Rebuilt rather than given a checksum now: an entry that has none may be damaged
-        # already, and hashing it would vouch for whatever bytes it holds.
+        # already, and hashing it would vouch for whatever bytes it holds. (An entry without
+        # its images' paths is rebuilt too: decoding again is what finds them.)
         log.info(
-            "decoded cache %s of snapshot %s has no checksum (written by an earlier release); "
-            "decoding the snapshot again once so that it gets one",
+            "decoded cache %s of snapshot %s %s; decoding the snapshot again once so that it is complete",
             folder,
             label(snapshot),
+            exc,
         )
         try:
             previous = file_checksums(folder)
@@ -141,10 +142,9 @@ def _prepare(
             f": train class(es) {_names(empty)} have no decodable image ({len(skipped)} file(s) could "
             f"not be decoded); add images or remove the folder(s)",
         )
-    arrays = DecodedArrays(
-        *_stack([train[name] for name in classes], image_size),
-        *_stack([test[name] if name in test else Selection([], 0) for name in classes], image_size),
-    )
+    train_selections = [train[name] for name in classes]
+    test_selections = [test[name] if name in test else Selection([], 0) for name in classes]
+    arrays = DecodedArrays(*_stack(train_selections, image_size), *_stack(test_selections, image_size))
     if len(arrays.test_y) == 0:
         raise rejected(
             "empty_test_split",
@@ -166,6 +166,11 @@ def _prepare(
         "test_counts": {name: len(test[name].kept) if name in test else 0 for name in classes},
         "skipped": [list(item) for item in skipped],
         "max_image_pixels": max_image_pixels,
+        # Each image's relative path, in array order: what a derived dataset seeds its corruption by.
+        "paths": {
+            "train": [rel for selection in train_selections for rel, _ in selection.kept],
+            "test": [rel for selection in test_selections for rel, _ in selection.kept],
+        },
     }
     try:
         folder = write_cache(decoded_dir, key, arrays, meta)

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ARRAY_FILES", "DecodedArrays", "Layout", "PreparedData"]
+__all__ = ["ARRAY_FILES", "DecodedArrays", "Derivation", "Layout", "PreparedData"]
 
 Layout = Literal["split", "hashed"]
 ARRAY_FILES = ("train_x", "train_y", "test_x", "test_y")
@@ -29,6 +29,25 @@ class PreparedData:
     layout: Layout
     # (file name, sha256) of each .npy file as written, checked by `load_arrays` (empty: unchecked)
     checksums: tuple[tuple[str, str], ...] = ()
+    # A derived dataset's entry: how the worker makes it from its source's (`path` may not exist
+    # yet; the worker writes it there, or finds it there from an earlier run). None: decoded.
+    derivation: Derivation | None = None
+
+    @property
+    def decoded(self) -> PreparedData:
+        """The entry whose files exist before any worker runs: this one, or a derived one's source."""
+        return self.derivation.source if self.derivation is not None else self
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """A derived dataset's arrays: the source's decoded arrays with a corruption (`monitor.data.SHIFTS`)."""
+
+    source: PreparedData
+    shift: str
+    severity: int  # 1-5
+    apply_to: Literal["test", "both"]  # the splits that are corrupted
+    seed: int
 
 
 @dataclass(frozen=True)

@@ -46,13 +46,13 @@ from ._messages import (
     failure_text,
 )
 from ._options import EngineOptions, cpu_count, thread_shares
-from ._plan import TrialSpec, WorkGroup
+from ._plan import Job, WorkGroup
 
 __all__ = ["Executor", "InlineExecutor", "LocalExecutor", "ResultCallback"]
 
 log = logging.getLogger(__name__)
 
-ResultCallback = Callable[[TrialSpec, TrialResult], None]
+ResultCallback = Callable[[Job, TrialResult], None]  # a trial or an estimate, and its result
 _TRAINING = "monitor.engine.training"
 _START_TIMEOUT = 300.0  # importing torch (and CUDA init) on a cold, busy machine can be slow
 
@@ -79,7 +79,7 @@ class Executor(Protocol):
 
 def recover(
     group: WorkGroup,
-    remaining: dict[str, TrialSpec],
+    remaining: dict[str, Job],
     running: set[str],
     crashes: dict[str, int],
     reason: str,
@@ -102,7 +102,7 @@ def recover(
         on_result(trial, failed_result(trial, reason))
     rest = tuple(remaining.values())
     remaining.clear()
-    return dataclasses.replace(group, trials=rest) if rest else None
+    return group.only(rest) if rest else None
 
 
 class InlineExecutor:
@@ -127,10 +127,10 @@ class InlineExecutor:
         for group in groups:
             if self._cancelled:
                 raise Cancelled("the run was cancelled (shutdown); finished fine-tunes are stored")
-            by_key = {t.key: t for t in group.trials}
+            by_key = {t.key: t for t in group.jobs}
             done: set[str] = set()
 
-            def emit(message: ToParent, by_key: dict[str, TrialSpec] = by_key, done: set[str] = done) -> None:
+            def emit(message: ToParent, by_key: dict[str, Job] = by_key, done: set[str] = done) -> None:
                 if isinstance(message, Result):
                     done.add(message.result.key)
                     on_result(by_key[message.result.key], message.result)
@@ -139,7 +139,7 @@ class InlineExecutor:
                 training.run_group(group, self._device, emit, options=self._options)
             except Exception as exc:  # a group-level failure fails its remaining trials, never the run
                 text = failure_text(exc)
-                for trial in group.trials:
+                for trial in group.jobs:
                     if trial.key not in done:
                         on_result(trial, failed_result(trial, text))
 
@@ -186,7 +186,7 @@ class _Worker:
     conn: Connection
     threads: Any  # a shared int: the CPU threads this worker may use from its next trial (0: all)
     group: WorkGroup | None = None
-    remaining: dict[str, TrialSpec] = dataclasses.field(default_factory=dict)
+    remaining: dict[str, Job] = dataclasses.field(default_factory=dict)
     running: set[str] = dataclasses.field(default_factory=set)
     deadline: float = float("inf")
 
@@ -344,7 +344,7 @@ class LocalExecutor:
         else:
             raise MonitorError(f"cannot start a working worker process on {worker.device}; see the log above")
         worker.group = group
-        worker.remaining = {t.key: t for t in group.trials}
+        worker.remaining = {t.key: t for t in group.jobs}
         worker.running = set()
         worker.deadline = time.monotonic() + self._cell_timeout
 

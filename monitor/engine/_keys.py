@@ -17,13 +17,18 @@ from ..data import DECODE_VERSION
 from ..settings import ModelSpec, StrategySpec, TaskSpec
 from ..types import ModelVersion
 
-__all__ = ["TRAINING_PROTOCOL_VERSION", "config_digest", "trial_key"]
+__all__ = ["KNN_TEMPERATURE", "TRAINING_PROTOCOL_VERSION", "config_digest", "estimate_key", "trial_key"]
 
 # Bump when the training or evaluation protocol changes meaning (schedule, init, metrics, data
 # preparation): every key changes with it and the grid is recomputed once.
 #   1: every fine-tune decayed its learning rate on a cosine to 0 (no `schedule` field)
 #   2: the strategy's `schedule` (constant by default), `warmup_epochs`, `bn` and `augment`
 TRAINING_PROTOCOL_VERSION = 2
+
+# The kNN vote's temperature (DINO's k-NN evaluation, Caron et al. 2021): in every knn trial key.
+KNN_TEMPERATURE = 0.07
+# Bump when an estimator's computation changes: estimates are recomputed, trials are not.
+ESTIMATOR_VERSION = 1
 
 
 def _digest(payload: Any) -> str:
@@ -54,7 +59,10 @@ def task_fingerprint(task: TaskSpec) -> dict[str, Any]:
 def strategy_fingerprint(strategy: StrategySpec) -> dict[str, Any]:
     """The strategy's training fields; those without effect on it are left out, so that changing
     one of them (or its default) never invalidates stored results."""
-    fields = strategy.model_dump(exclude={"name"})
+    if strategy.mode == "knn":
+        # Nothing trains: the neighbours and the vote are all there is (its temperature is fixed).
+        return {"mode": "knn", "k": strategy.k, "temperature": KNN_TEMPERATURE}
+    fields = strategy.model_dump(exclude={"name", "k"})
     if strategy.optimizer != "sgd":
         fields.pop("momentum")
     if strategy.schedule not in ("cosine", "linear"):
@@ -85,6 +93,23 @@ def trial_key(
             "snapshot": snapshot_digest,
             "strategy": strategy_fingerprint(strategy),
             "seed": seed,
+        }
+    )
+
+
+def estimate_key(
+    model: ModelSpec, version: ModelVersion, task: TaskSpec, snapshot_digest: str, estimator: str
+) -> str:
+    """The key of one transferability estimate: it depends on no strategy and no seed."""
+    return _digest(
+        {
+            "protocol": TRAINING_PROTOCOL_VERSION,
+            "data_protocol": DECODE_VERSION,
+            "model": model_fingerprint(model, version),
+            "task": task_fingerprint(task),
+            "snapshot": snapshot_digest,
+            "estimator": estimator,
+            "estimator_version": ESTIMATOR_VERSION,
         }
     )
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..errors import MonitorError
 from ..types import TrialResult
-from ._plan import TrialSpec, WorkGroup
+from ._plan import Job, WorkGroup
 
 __all__ = [
     "Done",
@@ -94,6 +94,6 @@ def failure_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def failed_result(trial: TrialSpec, reason: str) -> TrialResult:
+def failed_result(trial: Job, reason: str) -> TrialResult:
     """The `failed` result of `trial`, with `reason` (see `failure_text`)."""
     return TrialResult(key=trial.key, seed=trial.seed, status="failed", score=None, seconds=0.0, error=reason)

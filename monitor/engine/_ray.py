@@ -41,11 +41,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..data import PreparedData
 from ..errors import Cancelled, ConfigError, MonitorError
 from ._executor import recover
 from ._messages import Done, GroupFailed, Result, Started, ToParent, failed_result, failure_text
 from ._options import EngineOptions
-from ._plan import TrialSpec, WorkGroup
+from ._plan import Job, WorkGroup
 
 __all__ = ["RayExecutor"]
 
@@ -167,7 +168,9 @@ class _GroupActor:
 
     def _localize(self, group: WorkGroup, files: dict[str, bytes], weights: bytes | None) -> WorkGroup:
         """The group with its data and weights in this actor's folder (written once each)."""
-        data_dir = self._dir / "data" / group.data.key
+        # A derived dataset's files are its source's: the actor corrupts them into a folder of its
+        # own beside them, kept for the groups after this one.
+        data_dir = self._dir / "data" / group.data.decoded.key
         if not data_dir.exists():
             partial = data_dir.with_name(data_dir.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
@@ -184,7 +187,7 @@ class _GroupActor:
                 tmp.write_bytes(weights)
                 tmp.rename(path)
             model = model.model_copy(update={"weights": str(path)})
-        return dataclasses.replace(group, data=dataclasses.replace(group.data, path=data_dir), model=model)
+        return dataclasses.replace(group, data=_placed(group.data, self._dir / "data"), model=model)
 
 
 @dataclasses.dataclass
@@ -194,7 +197,7 @@ class _Slot:
     handle: Any
     device: str = ""
     group: WorkGroup | None = None
-    remaining: dict[str, TrialSpec] = dataclasses.field(default_factory=dict)
+    remaining: dict[str, Job] = dataclasses.field(default_factory=dict)
     running: set[str] = dataclasses.field(default_factory=set)
     deadline: float = float("inf")
     ticket: int = (
@@ -417,7 +420,7 @@ class RayExecutor:
     def _assign(self, ray: Any, slot: _Slot, group: WorkGroup, inbox: queue.Queue[Any]) -> None:
         shipment = self._ship(ray, group)
         slot.group = group
-        slot.remaining = {t.key: t for t in group.trials}
+        slot.remaining = {t.key: t for t in group.jobs}
         slot.running = set()
         slot.deadline = time.monotonic() + self._cell_timeout
         slot.ticket += 1
@@ -463,10 +466,11 @@ class RayExecutor:
 
     def _ship(self, ray: Any, group: WorkGroup) -> _Shipment:
         """The group with its snapshot files and weights in the object store (once per run each)."""
-        key = group.data.key
+        decoded = group.data.decoded  # a derived dataset travels as its source's files
+        key = decoded.key
         if key not in self._files:
             self._files[key] = ray.put(
-                {p.name: p.read_bytes() for p in sorted(group.data.path.iterdir()) if p.is_file()}
+                {p.name: p.read_bytes() for p in sorted(decoded.path.iterdir()) if p.is_file()}
             )
         weights = None
         if group.model.weights_path is not None:
@@ -479,7 +483,7 @@ class RayExecutor:
         model = group.model
         if model.weights_path is not None:
             model = model.model_copy(update={"weights": model.weights_path.name})
-        shipped = dataclasses.replace(group, data=dataclasses.replace(group.data, path=_NOWHERE), model=model)
+        shipped = dataclasses.replace(group, data=_placed(group.data, _NOWHERE), model=model)
         return _Shipment(shipped, self._files[key], weights)
 
     def _replace(self, ray: Any, slot: _Slot, reason: str, on_result: Any, todo: deque[WorkGroup]) -> None:
@@ -501,6 +505,15 @@ class RayExecutor:
         slot.group, slot.remaining, slot.running = None, {}, set()
         slot.deadline = float("inf")
         slot.handle = self._new_actor(ray)
+
+
+def _placed(data: PreparedData, folder: Path) -> PreparedData:
+    """`data` with its entry in `folder` (and a derived dataset's source entry beside it)."""
+    derivation = data.derivation
+    if derivation is not None:
+        source = dataclasses.replace(derivation.source, path=folder / derivation.source.key)
+        derivation = dataclasses.replace(derivation, source=source)
+    return dataclasses.replace(data, path=folder / data.key, derivation=derivation)
 
 
 def _weights_path(group: WorkGroup) -> Path:

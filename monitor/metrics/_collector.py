@@ -8,7 +8,8 @@ and pruning old runs never lowers them. A scrape costs what it exports: each con
 latest scores and cells, a few counter rows, one index lookup per "last" time.
 
 Series: per model about 8 + tasks + datasets + strategies, plus one `persistence_cell_score` per
-cell (`metrics.cell_series`: all, only the `metrics.worst_cells` worst, or none).
+cell (`metrics.cell_series`: all, only the `metrics.worst_cells` worst, or none), plus one
+`persistence_transferability_score` per dataset and `early_warning` estimator.
 """
 
 from __future__ import annotations
@@ -99,8 +100,11 @@ class StoreCollector(Collector):
                 ("grid_coverage_ratio", "scored cells / planned cells of the latest run"),
             )
         }
+        # `role` (deployed | candidate) follows the config: one series per model, whatever it is.
         model_info = GaugeMetricFamily(
-            "persistence_model_info", "the model version in use", labels=["model", "version"]
+            "persistence_model_info",
+            "the model version in use, and its role",
+            labels=["model", "version", "role"],
         )
         task_score = GaugeMetricFamily(
             "persistence_task_score", "P(M) restricted to one task", labels=["model", "task"]
@@ -132,7 +136,7 @@ class StoreCollector(Collector):
             for name, value in values.items():
                 if value is not None:
                     gauges[name].add_metric([model], value)
-            model_info.add_metric([model, score.version], 1.0)
+            model_info.add_metric([model, score.version, settings.model(model).role], 1.0)
             for task, value in score.task_scores.items():
                 if task in tasks:
                     task_score.add_metric([model, task], value)
@@ -162,9 +166,26 @@ class StoreCollector(Collector):
                 cell_score.add_metric([model, cell.task, cell.dataset, cell.strategy], cell.score)
         yield from gauges.values()
         yield from (model_info, task_score, dataset_score, strategy_score, cell_score)
+        yield self._transferability(models, tasks)
         yield from self._snapshots(tasks, in_use)
         yield from self._runs()
         yield from self._alerts(models)
+
+    def _transferability(self, models: set[str], tasks: dict[str, set[str]]) -> Metric:
+        """The latest estimates of each model (a probe run's or a grid's, whichever is newer)."""
+        estimators = set(self._settings.early_warning.estimators)
+        family = GaugeMetricFamily(
+            "persistence_transferability_score",
+            "a transferability estimate on the frozen features (early_warning; not in P(M), not in [0, 1])",
+            labels=["model", "task", "dataset", "estimator"],
+        )
+        if not estimators:
+            return family
+        for model, estimates in self._store.latest_estimates(sorted(models)).items():
+            for e in estimates:
+                if e.value is not None and e.estimator in estimators and e.dataset in tasks.get(e.task, ()):
+                    family.add_metric([model, e.task, e.dataset, e.estimator], e.value)
+        return family
 
     def _snapshots(self, tasks: dict[str, set[str]], in_use: dict[tuple[str, str], str]) -> Iterable[Metric]:
         store = self._store
@@ -254,9 +275,10 @@ class StoreCollector(Collector):
         )
         states = {(s.model, s.rule): s for s in store.alert_states()}
         drop_rules = [r.name for r in settings.alerts.rules if r.kind == "drop"]
+        roles = {m.name: m.role for m in settings.models}
         for model in sorted(models):
             for rule in settings.alerts.rules:
-                if rule.models is not None and model not in rule.models:
+                if not rule.applies_to(model, roles[model]):
                     continue
                 state = states.get((model, rule.name))
                 firing.add_metric(

@@ -7,17 +7,27 @@ alerts, nor an alert without its result. Delivery happens afterwards (`monitor.n
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..alerts import Decision, HistoryPoint, RuleInputs, RuleNeeds, event_document, judge
+from ..alerts import (
+    Decision,
+    EstimateSeries,
+    HistoryPoint,
+    RuleInputs,
+    RuleNeeds,
+    applies,
+    event_document,
+    judge,
+)
 from ..scoring import attribute_change
 from ..settings import AlertRule, Settings
 from ..store import RunRecord, Store
-from ..types import AlertState, CellResult, ModelScore, severity_rank
+from ..types import AlertState, CellResult, EstimateResult, ModelRole, ModelScore, severity_rank
 
 __all__ = ["AlertWrites", "evaluate_alerts", "evaluate_time_rules"]
 
@@ -41,17 +51,34 @@ def evaluate_alerts(
     cells: Sequence[CellResult],
     *,
     now: datetime,
+    estimates: Sequence[EstimateResult] = (),
+    probes: bool = False,
 ) -> AlertWrites:
-    """Every rule for every model after run `run_id` (not stored yet: it is the current run)."""
+    """Every rule for every model it applies to after run `run_id` (not stored yet: it is the
+    current run). A candidate model is judged only by the rules that name it.
+
+    After a probe run (`probes`: cheap cells and estimates only, no P(M)) only `estimate_drop`
+    rules are judged; the others wait for the next full grid."""
     writes = AlertWrites()
     rules = settings.alerts.rules
     if not rules:
         return writes
     states = _states_by_model(store)
+    roles = {m.name: m.role for m in settings.models}
     for score in scores:
         cells_of = _CellReader(store, score.model)
-        inputs = _run_inputs(store, rules, run_id, score, cells, states.get(score.model, {}), cells_of, now)
-        for decision in judge(rules, inputs, now=now, run_id=run_id):
+        role = roles.get(score.model, "deployed")
+        if not any(applies(r, score.model, role) for r in rules):
+            continue  # (a candidate no rule names: nothing to read)
+        inputs = _run_inputs(
+            store, rules, run_id, score, cells, states.get(score.model, {}), cells_of, now, role
+        )
+        limit = RuleNeeds.of(rules, score.model, role).estimates
+        if limit:
+            mine = [e for e in estimates if e.model == score.model]
+            inputs = dataclasses.replace(inputs, estimates=_estimate_series(store, run_id, mine, limit))
+        kinds = frozenset({"estimate_drop"}) if probes else None
+        for decision in judge(rules, inputs, now=now, run_id=run_id, kinds=kinds):
             _record(writes, settings, decision, run_id, score.version, now, cells_of, inputs.current_cells)
     return writes
 
@@ -71,6 +98,7 @@ def evaluate_time_rules(settings: Settings, store: Store, *, now: datetime) -> A
             current=None,
             history=[_point(run)] if run else [],
             states=states.get(model.name, {}),
+            role=model.role,
         )
         for decision in judge(stale, inputs, now=now, run_id=None):
             if decision.changed:  # nothing new to record: no write every minute for a steady state
@@ -114,11 +142,12 @@ def _run_inputs(
     states: dict[str, AlertState],
     cells_of: _CellReader,
     now: datetime,
+    role: ModelRole,
 ) -> RuleInputs:
     """What the model's rules look at, read by index ranges and key lookups only: a year of
     history costs what a week does."""
     model = score.model
-    needs = RuleNeeds.of(rules, model)
+    needs = RuleNeeds.of(rules, model, role)
     history = [
         _point(found)
         for found in store.score_history(model, limit=needs.history + 1)
@@ -143,7 +172,43 @@ def _run_inputs(
         pinned=pinned,
         current_cells=[c for c in cells if c.model == model],
         previous_cells=cells_of(history[-1].run_id) if needs.previous_cells and history else [],
+        role=role,
     )
+
+
+def _estimate_series(
+    store: Store, run_id: str, estimates: Sequence[EstimateResult], window: int
+) -> dict[tuple[str, str, str], EstimateSeries]:
+    """Each estimate of this run with its values on earlier inputs (one per distinct key, newest
+    first), read as one short index range per estimate."""
+    series = {}
+    for e in estimates:
+        # A key repeats when a later run reuses the value (the grid after a probe run): read
+        # enough rows for `window` distinct keys even if every key came twice.
+        earlier: list[tuple[float, float | None]] = []
+        seen = {e.key}
+        newest_key = None
+        for point in store.estimate_history(e.model, e.task, e.dataset, e.estimator, limit=2 * window + 2):
+            if point.run_id == run_id:
+                continue
+            newest_key = newest_key or point.key
+            if point.key in seen or point.value is None:
+                continue
+            seen.add(point.key)
+            earlier.append((point.value, point.stderr))
+            if len(earlier) == window:
+                break
+        series[(e.task, e.dataset, e.estimator)] = EstimateSeries(
+            task=e.task,
+            dataset=e.dataset,
+            estimator=e.estimator,
+            snapshot=e.snapshot,
+            value=e.value,
+            stderr=e.stderr,
+            earlier=earlier,
+            new=e.value is not None and e.key != newest_key,
+        )
+    return series
 
 
 def _record(

@@ -7,6 +7,7 @@ resolve (model versions, snapshots, decoded data) -> plan (cells, trial keys)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 import time
@@ -14,17 +15,39 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from ..engine import Executor, PlannedCell, TrialSpec, WorkGroup, config_digest, plan_grid, work_groups
+from ..engine import (
+    EstimateSpec,
+    Executor,
+    Job,
+    PlannedCell,
+    PlannedEstimate,
+    TrialSpec,
+    WorkGroup,
+    config_digest,
+    plan_estimates,
+    plan_grid,
+    work_groups,
+)
 from ..errors import Cancelled, StoreError, StoreGone
 from ..scoring import score_model
 from ..settings import Settings
 from ..store import Store
-from ..types import CellResult, CellStatus, ModelScore, ModelVersion, RunStatus, SnapshotInfo, TrialResult
+from ..types import (
+    CellResult,
+    CellStatus,
+    EstimateResult,
+    ModelScore,
+    ModelVersion,
+    RunStatus,
+    SnapshotInfo,
+    TrialResult,
+)
 from ._alerting import evaluate_alerts
 from ._observer import LoggingObserver, Observer
 from ._resolve import Resolution, resolve
+from ._tensorboard import TensorBoardLog
 
 __all__ = ["ModelReport", "RunReport", "run_evaluation"]
 
@@ -112,6 +135,7 @@ class _Unsaved:
 class ModelReport:
     score: ModelScore
     cells: list[CellResult]
+    estimates: list[EstimateResult] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -125,6 +149,7 @@ class RunReport:
     trials_cached: int
     warnings: list[str] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)  # events: alerts that fired or resolved
+    probes: bool = False  # only the cheap cells and the estimates ran: no P(M) (see run_evaluation)
 
 
 class _Collecting:
@@ -159,8 +184,14 @@ def run_evaluation(
     resume: bool = False,
     owner: str | None = None,
     in_transaction: Callable[[Any], None] | None = None,
+    probes: bool = False,
 ) -> RunReport:
     """Evaluate the whole grid once; only trials whose key is not stored are computed.
+
+    `probes`: only the cheap cells (knn, linear probes) and the `early_warning` estimates, for a
+    warning between grids (`schedule.on_new_data: probes`). Such a run stores its cells and
+    estimates, and judges `estimate_drop` rules, but has no P(M): a partial grid's mean is not
+    comparable with the full grid's, so the P(M) history and every P(M) rule wait for a full run.
 
     `resume` continues the interrupted run `run_id` (still `running` in the store): its finished
     fine-tunes are found by key, the rest is computed. `owner` ("host:pid") says who runs it.
@@ -173,9 +204,10 @@ def run_evaluation(
     run_id = run_id or uuid.uuid4().hex
     watcher.stage("resolving models and snapshots")
     resolution = resolve(settings, store, watcher)
-    cells = plan_grid(settings, resolution.versions, resolution.snapshots)
+    cells = plan_grid(settings, resolution.versions, resolution.snapshots, probes_only=probes)
+    estimates = plan_estimates(settings, resolution.versions, resolution.snapshots)
     # Two cells can share a key (strategies that differ only by name): count and run it once.
-    keys = list(dict.fromkeys(t.key for c in cells for t in c.trials))
+    keys = list(dict.fromkeys([*(t.key for c in cells for t in c.trials), *(e.job.key for e in estimates)]))
     stored = store.find_trials(keys)
     watcher.planned(len(keys), sum(1 for k in keys if k in stored))
     store.begin_run(
@@ -187,19 +219,38 @@ def run_evaluation(
         resume=resume,
     )
     fresh: dict[str, TrialResult] = {}
+    board = (
+        TensorBoardLog(settings.executor.tensorboard_dir, run_id, cells)
+        if settings.executor.tensorboard_dir is not None
+        else None
+    )
     try:
+        if board is not None:
+            board.write_all(stored)
         todo = {k for k in keys if k not in stored}
-        groups = work_groups(settings, cells, todo, resolution.versions, resolution.data)
+        groups = work_groups(settings, cells, todo, resolution.versions, resolution.data, estimates)
         if groups:
             watcher.stage(f"training {len(todo)} fine-tunes in {len(groups)} work groups")
         saver = _TrialSaver(store, run_id, resolution, settings.executor.store_outage, watcher)
-        fresh = _execute(executor, groups, saver)
-        reports = _score(settings, resolution, cells, stored, fresh)
+        fresh = _execute(executor, groups, saver, board)
+        reports = _score(settings, resolution, cells, stored, fresh, estimates)
+        if probes:  # no P(M) (nor marginals) from a part of the grid: see above
+            reports = [ModelReport(_without_persistence(r.score), r.cells, r.estimates) for r in reports]
         status = _run_status(reports)
         seconds = time.monotonic() - started
         scores = [r.score for r in reports]
         all_cells = [c for r in reports for c in r.cells]
-        alerts = evaluate_alerts(settings, store, run_id, scores, all_cells, now=datetime.now(UTC))
+        all_estimates = [e for r in reports for e in r.estimates]
+        alerts = evaluate_alerts(
+            settings,
+            store,
+            run_id,
+            scores,
+            all_cells,
+            now=datetime.now(UTC),
+            estimates=all_estimates,
+            probes=probes,
+        )
 
         def in_the_run_transaction(session: Any) -> None:
             alerts.write(store, session)  # the transactional outbox: states and notifications
@@ -215,6 +266,8 @@ def run_evaluation(
                 cells=all_cells,
                 extra=in_the_run_transaction,
                 owner=owner,
+                estimates=all_estimates,
+                probes=probes,
             ),
             f"storing run {run_id}",
             budget=settings.executor.store_outage,
@@ -255,6 +308,7 @@ def run_evaluation(
         trials_cached=sum(1 for k in keys if k in stored),
         alerts=alerts.events,
         warnings=watcher.warnings,
+        probes=probes,
     )
 
 
@@ -271,10 +325,13 @@ class _TrialSaver:
         self._store, self._run_id, self._resolution, self._watcher = store, run_id, resolution, watcher
         self._unsaved = _Unsaved(store, budget)
 
-    def __call__(self, trial: TrialSpec, result: TrialResult) -> None:
+    def __call__(self, trial: Job, result: TrialResult) -> None:
         if result.status != "failed":
             ref = trial.cell
             snapshot = self._resolution.snapshots[(ref.task, ref.dataset)]
+            # An estimate is cached like a trial; its "strategy" names the estimator (a name no
+            # strategy can have: strategy names hold no colon).
+            label = f"estimate:{trial.estimator}" if isinstance(trial, EstimateSpec) else ref.strategy
             self._unsaved.add(
                 lambda: self._store.save_trial(
                     result,
@@ -283,7 +340,7 @@ class _TrialSaver:
                     task=ref.task,
                     dataset=ref.dataset,
                     snapshot=snapshot.snapshot if isinstance(snapshot, SnapshotInfo) else "",
-                    strategy=ref.strategy,
+                    strategy=label,
                 )
             )
         if not self._unsaved.waiting:
@@ -293,19 +350,27 @@ class _TrialSaver:
                 if not _outage(exc):
                     raise
                 log.debug("heartbeat of run %s not stored: %s", self._run_id, exc)
-        self._watcher.trial_done(trial, result)
+        if isinstance(trial, TrialSpec):
+            self._watcher.trial_done(trial, result)
+        elif result.status == "failed":
+            where = f"{trial.cell.model}/{trial.cell.task}/{trial.cell.dataset}"
+            self._watcher.warn(f"{where}: the {trial.estimator} estimate failed: {result.error}")
 
     def finish(self) -> None:
         self._unsaved.finish()
 
 
-def _execute(executor: Executor, groups: list[WorkGroup], saver: _TrialSaver) -> dict[str, TrialResult]:
-    """Run the work groups; every result (by trial key) is handed to `saver` as it lands."""
+def _execute(
+    executor: Executor, groups: list[WorkGroup], saver: _TrialSaver, board: TensorBoardLog | None
+) -> dict[str, TrialResult]:
+    """Run the work groups; every result (by trial key) is handed to `saver` (and `board`) as it lands."""
     fresh: dict[str, TrialResult] = {}
 
-    def on_result(trial: TrialSpec, result: TrialResult) -> None:
+    def on_result(trial: Job, result: TrialResult) -> None:
         fresh[trial.key] = result
         saver(trial, result)
+        if board is not None:
+            board.write(result)
 
     if groups:
         executor.run(groups, on_result)
@@ -319,11 +384,13 @@ def _score(
     cells: list[PlannedCell],
     stored: dict[str, TrialResult],
     fresh: dict[str, TrialResult],
+    estimates: list[PlannedEstimate],
 ) -> list[ModelReport]:
-    """Assemble each model's cells from its trials (stored or fresh) and score the model."""
+    """Assemble each model's cells (and estimates) from its trials (stored or fresh), score the model."""
     metrics = {task.name: task.metric for task in settings.tasks}
     reports = []
     for model in settings.models:
+        model_estimates = [_estimate(e, stored, fresh) for e in estimates if e.model == model.name]
         model_cells = [c for c in cells if c.cell.model == model.name]
         results = [_assemble(c, stored, fresh) for c in model_cells]
         version = resolution.versions[model.name]
@@ -336,8 +403,54 @@ def _score(
             metrics,
             digest=known.digest if known else "",
         )
-        reports.append(ModelReport(score, results))
+        reports.append(ModelReport(score, results, model_estimates))
     return reports
+
+
+def _without_persistence(score: ModelScore) -> ModelScore:
+    """A probe run's model score: its coverage and version, but no P(M) nor anything made from it."""
+    return dataclasses.replace(
+        score,
+        persistence=None,
+        stderr=None,
+        stderr_seeds=None,
+        spread=None,
+        worst_cell=None,
+        worst_cell_score=None,
+        task_scores={},
+        dataset_scores={},
+        strategy_scores={},
+        noise={},
+    )
+
+
+def _estimate(
+    planned: PlannedEstimate, stored: dict[str, TrialResult], fresh: dict[str, TrialResult]
+) -> EstimateResult:
+    key = planned.job.key
+    result = stored.get(key) or fresh.get(key)
+    status: Literal["ok", "cached", "failed"] = "cached" if key in stored else "ok"
+    if result is None or result.status == "failed" or result.score is None:
+        status = "failed"
+    return EstimateResult(
+        model=planned.model,
+        task=planned.task,
+        dataset=planned.dataset,
+        snapshot=planned.snapshot.snapshot,
+        estimator=planned.estimator,
+        value=result.score if status != "failed" and result is not None else None,
+        status=status,
+        key=key,
+        error=None
+        if status != "failed"
+        else (result.error if result else "no result (the run was interrupted)"),
+        stderr=_stderr_of(result) if status != "failed" else None,
+    )
+
+
+def _stderr_of(result: TrialResult | None) -> float | None:
+    value = result.details.get("stderr") if result is not None else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _assemble(

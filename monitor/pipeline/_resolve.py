@@ -2,7 +2,8 @@
 
 A dataset uses its newest complete snapshot that is usable. A snapshot that is rejected (bad
 archive, too few classes, …) is recorded with its reason and the next older one is tried: a bad
-snapshot never replaces the last good one.
+snapshot never replaces the last good one. A derived dataset (`derive:`) uses the snapshot its
+source dataset uses, under a digest of its own; it is unavailable when its source is.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 
 from .._text import shown
 from ..alerts import small_test_split
-from ..data import PreparedData, prepare_snapshot
+from ..data import PreparedData, derived_data, derived_digest, prepare_snapshot, shift_text
 from ..errors import DataError, MonitorError, SnapshotRejected, SourceError
 from ..settings import DatasetSpec, Settings, TaskSpec, redact_url
 from ..sources import SnapshotLimits, list_snapshots, materialize, model_version, release_snapshot
@@ -45,8 +46,14 @@ def resolve(settings: Settings, store: Store, observer: Observer) -> Resolution:
         resolution.versions[model.name] = version
     sizes = sorted({m.image_size for m in settings.models})
     for task in settings.tasks:
-        for dataset in task.datasets:
-            found = _choose_snapshot(settings, task, dataset, sizes, store, observer)
+        chosen: dict[str, tuple[SnapshotInfo, dict[int, PreparedData]] | Unavailable] = {}
+        # Sources first: a derived dataset takes what its source dataset chose.
+        for dataset in sorted(task.datasets, key=lambda d: d.derive is not None):
+            if dataset.derive is None:
+                found = _choose_snapshot(settings, task, dataset, sizes, store, observer)
+            else:
+                found = _derive(task, dataset, chosen[dataset.derive.from_], store)
+            chosen[dataset.name] = found
             if isinstance(found, Unavailable):
                 resolution.snapshots[(task.name, dataset.name)] = found
                 continue
@@ -55,6 +62,50 @@ def resolve(settings: Settings, store: Store, observer: Observer) -> Resolution:
             for model in settings.models:
                 resolution.data[(model.name, task.name, dataset.name)] = prepared[model.image_size]
     return resolution
+
+
+def _derive(
+    task: TaskSpec,
+    dataset: DatasetSpec,
+    source: tuple[SnapshotInfo, dict[int, PreparedData]] | Unavailable,
+    store: Store,
+) -> tuple[SnapshotInfo, dict[int, PreparedData]] | Unavailable:
+    """A derived dataset's snapshot and entries: its source's, under its own digest (the worker
+    corrupts the images; nothing is decoded here)."""
+    derive = dataset.derive
+    assert derive is not None
+    origin = f"{task.name}/{derive.from_}"
+    if isinstance(source, Unavailable):
+        return Unavailable(
+            f"dataset {task.name}/{dataset.name} is derived from {origin}, which is unavailable: {source}"
+        )
+    base, prepared = source
+    info = SnapshotInfo(
+        task=task.name,
+        dataset=dataset.name,
+        snapshot=base.snapshot,  # the same id: the snapshot in use is the source's
+        digest=derived_digest(base.digest, derive),
+        root=base.root,
+        source=f"derived from {origin}: {shift_text(derive)}",
+        timestamp=base.timestamp,
+    )
+    first = next(iter(prepared.values()))
+    store.record_snapshot(
+        SnapshotRecord(
+            task=task.name,
+            dataset=dataset.name,
+            snapshot=info.snapshot,
+            digest=info.digest,
+            source=info.source,
+            status="ok",
+            n_train=first.n_train,
+            n_test=first.n_test,
+            n_classes=len(first.classes),
+            skipped=0,  # the source's undecodable images are counted under the source
+            timestamp=datetime.fromtimestamp(info.timestamp, UTC),
+        )
+    )
+    return info, {size: derived_data(entry, derive, info.digest, task) for size, entry in prepared.items()}
 
 
 def _choose_snapshot(
@@ -120,7 +171,7 @@ def _choose_snapshot(
                 dataset=dataset.name,
                 snapshot=info.snapshot,
                 digest=info.digest,
-                source=redact_url(dataset.source),
+                source=redact_url(dataset.location),
                 status="ok",
                 n_train=first.n_train,
                 n_test=first.n_test,
@@ -140,7 +191,7 @@ def _choose_snapshot(
     marker = (
         f" (a snapshot folder counts once it holds {dataset.ready_marker})" if dataset.ready_marker else ""
     )
-    return Unavailable(f"no complete snapshot yet in {redact_url(dataset.source)} for {where}{marker}")
+    return Unavailable(f"no complete snapshot yet in {redact_url(dataset.location)} for {where}{marker}")
 
 
 def _reject(
@@ -162,7 +213,7 @@ def _reject(
             dataset=dataset.name,
             snapshot=snapshot,
             digest=digest,
-            source=redact_url(dataset.source),
+            source=redact_url(dataset.location),
             status="rejected",
             reason=exc.reason,
             message=str(exc),

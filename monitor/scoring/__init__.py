@@ -68,19 +68,50 @@ Attribution (`attribute_change`)
     contribution: the decomposition stays additive, which a fixed-weight w·(after − before) would
     not be. Cells are listed by |Δ_c|, largest first.
 
+Comparison (`compare_models`)
+    Ranking: the models by P(M), best first (each over its own scored cells, with its stderr and
+    coverage as above); equal P(M) keep the given order, models without a P(M) come last.
+    Pair (A, B), A ranked above B: the shared cells C are those both scored *on the same
+    snapshot* (a cell scored on different snapshots is not paired: its two scores are not on
+    one test sample; `unpaired` counts them). Over C, with P(M)'s weights computed on C alone
+    (w_c = 1 / (N_T · N_D,i · N_S,ij), the same for both models),
+        D = P_A|C − P_B|C = Σ_c w_c (A_c − B_c).
+    Var(D) = Σ_j W_j² (seeds_A,j + seeds_B,j + test_j)   over the datasets j of C, where
+        seeds_X,j is seeds_j above for model X's cells in C (the pooled s² of single-seed cells
+            is pooled over X's cells in C): the two models' fine-tunes are independent;
+        test_j is the test noise of the *difference* of the dataset's scores, d_A,j − d_B,j: both
+            models were scored on the same test examples, so the influences are those of the
+            difference, x_i = Σ_c (1/N_S) (φ̄_A,c,i − φ̄_B,c,i), and the test noise the two share
+            cancels (two models right and wrong on the same examples differ by little). The
+            seed-specific part is taken off for each model's cells as in `_sampling`. Should the
+            two turn out scored on different examples, their test noises are added (independent).
+        A dataset whose cells are the very same trials for both (one model under two names)
+        adds nothing: its difference is exactly 0.
+    stderr = sqrt(Var(D)), stderr_seeds = sqrt(Σ_j W_j² (seeds_A,j + seeds_B,j)); a part that
+    cannot be estimated (a single seed everywhere, no predictions) is left out, as in P(M)'s.
+    The cells that differ most: the cells of C with A_c ≠ B_c by |A_c − B_c|, largest first
+    (ties in A's planned order), each with its term w_c (A_c − B_c) of D.
+
 Results must match the plan: a result for an unplanned cell, two results for one cell, or a cell
 planned twice raise ValueError (they would make coverage or weights silently wrong).
 """
 
 from ._attribution import CellContribution, attribute_change
+from ._compare import CellDifference, Comparison, ModelCells, PairedDifference, RankedModel, compare_models
 from ._grid import SCORED_STATUSES, CellId
 from ._persistence import cell_weights, score_model
 
 __all__ = [
     "SCORED_STATUSES",
     "CellContribution",
+    "CellDifference",
     "CellId",
+    "Comparison",
+    "ModelCells",
+    "PairedDifference",
+    "RankedModel",
     "attribute_change",
     "cell_weights",
+    "compare_models",
     "score_model",
 ]

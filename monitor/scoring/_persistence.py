@@ -13,7 +13,7 @@ from monitor.types import CellResult, DatasetNoise, ModelScore
 from ._grid import CellId, ScoredGrid, nested_mean, scored_grid
 from ._sampling import dataset_test_noise
 
-__all__ = ["cell_weights", "score_model"]
+__all__ = ["cell_weights", "dataset_noise", "score_model"]
 
 
 def score_model(
@@ -43,7 +43,7 @@ def score_model(
     # min() keeps the first of equal keys and grid.scores is in planned order: ties go to the
     # first planned cell.
     worst = min(grid.scores.items(), key=itemgetter(1), default=None)
-    noise = _noise(grid, metrics or {})
+    noise = dataset_noise(grid, metrics or {})
     seed_var, test_var = _pm_variance(grid, noise)
     return ModelScore(
         model=model,
@@ -81,7 +81,7 @@ def _strategy_scores(grid: ScoredGrid) -> dict[str, float]:
     return {strategy: nested_mean(tree) for strategy, tree in restricted.items()}
 
 
-def _noise(grid: ScoredGrid, metrics: Mapping[str, str]) -> dict[str, dict[str, DatasetNoise]]:
+def dataset_noise(grid: ScoredGrid, metrics: Mapping[str, str]) -> dict[str, dict[str, DatasetNoise]]:
     """Per dataset, the noise of its score (the mean over its strategies): (1/N_S)² Σ_c s_c² / n_c
     from the seeds (single-seed cells take the pooled s² of the model's multi-seed cells), and the
     test sample's (`_sampling`, where the cells have predictions and the task a metric)."""

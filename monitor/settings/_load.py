@@ -8,8 +8,10 @@ for fields that can hold secrets.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -94,7 +96,7 @@ def settings_from_mapping(data: dict[str, Any], *, base_dir: Path, origin: str |
         raise ConfigError(_bad_json_overrides(os.environ), origin=origin) from None
     # Values that came from the environment may still be relative: they are relative to the cwd.
     settings = _absolutize(settings)
-    problems = _check_local_paths(settings)
+    problems = _check_local_paths(settings) + _check_tensorboard(settings)
     if problems:
         raise ConfigError(problems, origin=origin)
     return settings
@@ -187,6 +189,9 @@ def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         data["state_dir"] = fix(data["state_dir"])
     else:
         data["state_dir"] = str((base / "state").resolve())
+    executor = data.get("executor")
+    if isinstance(executor, dict) and isinstance(executor.get("tensorboard_dir"), str):
+        data["executor"] = {**executor, "tensorboard_dir": fix(executor["tensorboard_dir"])}
     if isinstance(data.get("models"), list):
         data["models"] = [_fix_model(m, fix) for m in data["models"]]
     if isinstance(data.get("tasks"), list):
@@ -226,7 +231,12 @@ def _absolutize(settings: Settings) -> Settings:
         m.model_copy(update={"weights": str(m.weights_path.resolve())}) if m.weights_path is not None else m
         for m in settings.models
     ]
-    return settings.model_copy(update={"state_dir": settings.state_dir.resolve(), "models": models})
+    executor = settings.executor
+    if executor.tensorboard_dir is not None:
+        executor = executor.model_copy(update={"tensorboard_dir": executor.tensorboard_dir.resolve()})
+    return settings.model_copy(
+        update={"state_dir": settings.state_dir.resolve(), "models": models, "executor": executor}
+    )
 
 
 def _valid_http_url(url: str) -> bool:
@@ -315,6 +325,8 @@ def _check_local_paths(settings: Settings) -> list[tuple[str, str]]:
     for i, task in enumerate(settings.tasks):
         for j, dataset in enumerate(task.datasets):
             where = f"tasks[{i}].datasets[{j}].source"
+            if dataset.source is None:
+                continue  # derived: its source dataset is checked
             if _is_local(dataset.source):
                 path = _local_path(dataset.source)
                 if not path.exists():
@@ -330,6 +342,20 @@ def _check_local_paths(settings: Settings) -> list[tuple[str, str]]:
     return problems
 
 
+def _check_tensorboard(settings: Settings) -> list[tuple[str, str]]:
+    """`executor.tensorboard_dir` needs the tensorboard package (found, not imported) and a folder."""
+    folder = settings.executor.tensorboard_dir
+    if folder is None:
+        return []
+    where = "executor.tensorboard_dir"
+    if importlib.util.find_spec("tensorboard") is None:
+        hint = "pip install 'persistence-monitor[tensorboard]'"
+        return [(where, f"writing TensorBoard event files needs the tensorboard package: {hint}")]
+    if folder.exists() and not folder.is_dir():
+        return [(where, f"not a directory: {folder}")]
+    return []
+
+
 # -- pydantic errors -> field paths -----------------------------------------------------------
 
 
@@ -342,8 +368,25 @@ def _problems_from(exc: ValidationError, data: dict[str, Any]) -> list[tuple[str
         head, sep, rest = message.partition(": ")
         if sep and head in _known_fields(loc, data):
             loc, message = (*loc, head), rest
+        elif sep and (path := _path_below(loc, head, data)) is not None:
+            loc, message = (*loc, *path), rest  # e.g. a task's "[2].derive.from: …"
         problems.append((_render_loc(loc), message))
     return problems
+
+
+def _path_below(loc: tuple[Any, ...], head: str, data: Any) -> tuple[Any, ...] | None:
+    """`head` as location parts ("[2].derive.from" -> (2, "derive", "from")) when the document
+    holds that path below `loc`; else None (the message keeps its head)."""
+    parts = re.findall(r"\[(\d+)\]|\.?([A-Za-z_]\w*)", head)
+    path = tuple(int(index) if index else name for index, name in parts)
+    if not path or _render_loc(path).lstrip(".") != head.lstrip("."):
+        return None
+    node: Any = data
+    for part in (*loc, *path):
+        node = _child(node, part)
+        if node is None:
+            return None
+    return path
 
 
 def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
@@ -409,8 +452,8 @@ def _known_fields(loc: tuple[Any, ...], data: Any) -> list[str]:
         node = _child(node, part)
         if isinstance(part, int):
             continue
-        fields = getattr(model, "model_fields", None)
-        if not fields or part not in fields:
+        fields = _fields_of(model)
+        if part not in fields:
             return []
         # For a list field, the element the location goes on to picks the union member.
         nxt = loc[i + 1] if i + 1 < len(loc) else None
@@ -419,8 +462,13 @@ def _known_fields(loc: tuple[Any, ...], data: Any) -> list[str]:
             return []
     if isinstance(node, list):
         return []
-    fields = getattr(model, "model_fields", None)
-    return list(fields) if fields else []
+    return list(_fields_of(model))
+
+
+def _fields_of(model: Any) -> dict[str, Any]:
+    """A model's fields by the key the document uses (its alias: `from` for `from_`)."""
+    fields = getattr(model, "model_fields", None) or {}
+    return {field.alias or name: field for name, field in fields.items()}
 
 
 def _model_in(annotation: Any, node: Any) -> Any:

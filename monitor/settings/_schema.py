@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .._checks import duplicates
-from ..types import Severity
+from ..types import ModelRole, Severity
 from ._durations import parse_duration
 from ._locations import (
     Headers,
@@ -46,7 +46,10 @@ __all__ = [
     "BelowRule",
     "CellDropRule",
     "DatasetSpec",
+    "DeriveSpec",
     "DropRule",
+    "EarlyWarningSettings",
+    "EstimateDropRule",
     "ExecutorSettings",
     "IncompleteRule",
     "LimitsSettings",
@@ -60,6 +63,7 @@ __all__ = [
     "ScheduleSettings",
     "ServerSettings",
     "Settings",
+    "Shift",
     "SlackSpec",
     "StaleRule",
     "StrategySpec",
@@ -127,6 +131,11 @@ class ScheduleSettings(_Strict):
     # Two daemons on one PostgreSQL store: the leader renews its lease every third of this; a
     # standby takes over this long after the leader's last renewal (its host lost, SIGKILL).
     lease_ttl: Seconds = 30.0
+    # What a new snapshot (or model version) found by a poll starts. grid: the whole grid at
+    # once. probes: only the cheap part (knn and linear cells, early_warning estimators), within
+    # seconds to minutes, while the full grid waits for the `evaluate` schedule (a slow grid on
+    # a busy GPU still warns early).
+    on_new_data: Literal["grid", "probes"] = "grid"
 
     @field_validator("lease_ttl")
     @classmethod
@@ -210,6 +219,10 @@ class ExecutorSettings(_Strict):
     # its finished fine-tunes in memory and waits this long for the store before it fails: a
     # restart takes seconds, a minute covers a slow one.
     store_outage: Seconds = 60.0
+    # A folder for TensorBoard event files: every trial's loss per epoch and score, one file per
+    # <run_id>/<model>/<task>/<dataset>/<strategy>/seed<k> (`tensorboard --logdir` on it).
+    # null: none written (the curves are in the store either way). Needs the `tensorboard` extra.
+    tensorboard_dir: Path | None = None
 
 
 class Normalize(_Strict):
@@ -239,6 +252,11 @@ class ModelSpec(_Strict):
     blocks: str | None = None
     image_size: int = Field(224, ge=8, le=1024)
     normalize: Normalize = Normalize()
+    # deployed: scored, compared and alerted on. candidate: scored on the same grid and compared
+    # (`compare`, the status page, `report`), but alerted on only by a rule that names it, so
+    # that evaluating a model before promoting it pages nobody. Not part of any trial key: a
+    # candidate promoted to deployed keeps its stored results.
+    role: ModelRole = "deployed"
 
     @field_validator("architecture")
     @classmethod
@@ -320,10 +338,36 @@ class ModelSpec(_Strict):
         return local_path(self.weights)
 
 
+# The corruptions a derived dataset can apply (their five severities: `monitor.data.SHIFTS`).
+Shift = Literal["gaussian_noise", "gaussian_blur", "jpeg", "brightness", "contrast", "rotation", "pixelate"]
+
+
+class DeriveSpec(_Strict):
+    """A dataset made from another one of the same task: its current snapshot, corrupted.
+
+    The corruption is deterministic: each image's random draws (noise, the direction of a
+    rotation) come from `seed` and the image's path within the snapshot.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: Name = Field(alias="from")  # the dataset of the same task whose snapshots are corrupted
+    shift: Shift
+    severity: int = Field(ge=1, le=5)  # 1 (mild) to 5 (severe), as in ImageNet-C
+    # test: fine-tune on the clean train split, score on the corrupted test split: how robust
+    # what the model learnt is to the shift (the usual robustness reading, and the default).
+    # both: train and test split corrupted: how well the model still adapts to shifted data.
+    apply_to: Literal["test", "both"] = "test"
+    seed: int = Field(0, ge=0, lt=2**63)
+
+
 class DatasetSpec(_Strict):
+    """A dataset: snapshots from a `source`, or a corrupted copy of another dataset's (`derive`)."""
+
     name: Name
     # A local folder (or file://), an http(s) manifest, or any fsspec URL (s3://bucket/prefix/, …)
-    source: str
+    source: str | None = None
+    derive: DeriveSpec | None = None  # instead of `source`: another dataset's snapshots, corrupted
     # Spark/Hadoop convention: a directory snapshot counts only once the writer drops this file.
     ready_marker: str | None = "_SUCCESS"
     storage_options: StorageOptions = {}  # fsspec sources: credentials, endpoint (all SecretStr)
@@ -331,6 +375,24 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _options_fit_source(self) -> DatasetSpec:
+        if self.source is None:
+            if self.derive is None:
+                raise ValueError(
+                    "source: required: a folder or URL that holds snapshots (or `derive:` to make the "
+                    "dataset a corrupted copy of another one)"
+                )
+            for field in ("ready_marker", "storage_options", "headers"):
+                if field in self.model_fields_set:
+                    raise ValueError(
+                        f"{field}: only for a dataset with a `source` (a derived dataset follows the "
+                        "snapshots of the dataset it is derived from)"
+                    )
+            return self
+        if self.derive is not None:
+            raise ValueError(
+                "derive: a dataset has either a `source` of its own or `derive:` (a corrupted copy of "
+                "another dataset), not both"
+            )
         kind = source_kind(self.source)
         if self.headers and kind != "http":
             raise ValueError("headers: only for http(s) manifest sources")
@@ -340,8 +402,15 @@ class DatasetSpec(_Strict):
 
     @property
     def kind(self) -> str:
-        """local, http or fsspec."""
-        return source_kind(self.source)
+        """local, http or fsspec; derived for a dataset made from another one."""
+        return source_kind(self.source) if self.source is not None else "derived"
+
+    @property
+    def location(self) -> str:
+        """The `source` of a dataset that has one (ValueError for a derived dataset: it has none)."""
+        if self.source is None:
+            raise ValueError(f"dataset {self.name} is derived: it has no source of its own")
+        return self.source
 
 
 # -- limits: what one snapshot may cost in disk and memory ----------------------------------------
@@ -412,6 +481,25 @@ class RetentionSettings(_Strict):
         return self
 
 
+class EarlyWarningSettings(_Strict):
+    """Transferability estimates computed on the frozen features of every model x dataset snapshot.
+
+    logme: LogME (You et al., ICML 2021), the log marginal evidence of a Bayesian linear model
+    of the one-hot labels on the features, per training example (higher: transfers better).
+    hscore: H-score (Bao et al., ICIP 2019), tr(cov(f)^+ cov(E[f|y])), the features' class
+    separability. Neither is a metric in [0, 1]: they are stored, exported and alerted on
+    (`estimate_drop`), never counted in P(M). Empty: none computed.
+    """
+
+    estimators: list[Literal["logme", "hscore"]] = Field(default_factory=list)
+
+    @field_validator("estimators")
+    @classmethod
+    def _unique_estimators(cls, value: list[str]) -> list[str]:
+        _require_unique(value, "estimator")
+        return value
+
+
 class MetricsSettings(_Strict):
     """What /metrics exports per cell: `persistence_cell_score` is models x cells series.
 
@@ -440,15 +528,40 @@ class TaskSpec(_Strict):
         _require_unique([d.name for d in value], "dataset")
         return value
 
+    @model_validator(mode="after")
+    def _derived_from_a_source(self) -> TaskSpec:
+        sources = [d.name for d in self.datasets if d.derive is None]
+        for i, dataset in enumerate(self.datasets):
+            if dataset.derive is None:
+                continue
+            origin = dataset.derive.from_
+            where = f"datasets[{i}].derive.from"
+            if origin == dataset.name:
+                raise ValueError(f"{where}: {dataset.name!r} cannot be derived from itself")
+            if origin not in {d.name for d in self.datasets}:
+                known = ", ".join(sources) or "none: add a dataset with a `source`"
+                raise ValueError(
+                    f"{where}: no dataset {origin!r} in task {self.name} (derive from one of: {known})"
+                )
+            if origin not in sources:
+                # One level only: a corruption applies to decoded snapshots, not to another one.
+                raise ValueError(
+                    f"{where}: {origin!r} is itself derived; derive from a dataset with a `source` "
+                    f"({', '.join(sources)})"
+                )
+        return self
+
 
 class StrategySpec(_Strict):
     """One fine-tune recipe: a cell is exactly what a plain PyTorch loop with these fields trains."""
 
     name: Name
-    mode: Literal["linear", "partial", "full"]
+    # knn: no training at all; the frozen features of the linear probes, classified by their
+    # `k` nearest training images (cosine similarity, a distance-weighted vote; `_knn`).
+    mode: Literal["linear", "partial", "full", "knn"]
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(gt=0)
-    epochs: int = Field(ge=1, le=1000)
+    lr: float | None = Field(None, gt=0)  # required by every mode that trains (all but knn)
+    epochs: int | None = Field(None, ge=1, le=1000)  # required by every mode that trains
     batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
@@ -466,10 +579,26 @@ class StrategySpec(_Strict):
     # "train" runs the whole model in train mode, as under `model.train()`.
     bn: Literal["frozen", "train"] = "frozen"
     augment: Literal["none", "flip", "crop_flip"] = "none"  # training images only
+    # knn only: neighbours that vote (20: the k of DINO's k-NN evaluation, Caron et al. 2021).
+    k: int = Field(20, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _fields_fit_the_mode_and_schedule(self) -> StrategySpec:
         given = self.model_fields_set
+        if self.mode == "knn":
+            trains = sorted(given - {"name", "mode", "k"})
+            if trains:
+                raise ValueError(
+                    f"{trains[0]}: a knn strategy does not train (it classifies the frozen features by "
+                    "their k nearest training images); only `k` can be set"
+                )
+            return self
+        if "k" in given:
+            raise ValueError(f"k: only meaningful when mode is 'knn' (mode is {self.mode!r})")
+        for field in ("lr", "epochs"):
+            if field not in given or getattr(self, field) is None:
+                raise ValueError(f"{field}: required when mode is {self.mode!r} (e.g. lr: 0.01, epochs: 5)")
+        assert self.epochs is not None and self.lr is not None  # (for the type checker)
         if self.mode == "partial" and self.trainable_blocks is None:
             raise ValueError("trainable_blocks: required when mode is 'partial' (e.g. 1 = the last stage)")
         if self.mode != "partial" and self.trainable_blocks is not None:
@@ -504,13 +633,35 @@ class StrategySpec(_Strict):
             )
         return self
 
+    @property
+    def train_lr(self) -> float:
+        """`lr` of a strategy that trains (every mode but knn, where it is required)."""
+        if self.lr is None:
+            raise ValueError(f"strategy {self.name!r} ({self.mode}) trains nothing: it has no lr")
+        return self.lr
+
+    @property
+    def train_epochs(self) -> int:
+        """`epochs` of a strategy that trains (every mode but knn, where it is required)."""
+        if self.epochs is None:
+            raise ValueError(f"strategy {self.name!r} ({self.mode}) trains nothing: it has no epochs")
+        return self.epochs
+
 
 class _RuleBase(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
     severity: Severity = "warning"
     for_runs: int = Field(1, ge=1)  # consecutive runs the condition must hold before firing
     resolve_runs: int = Field(1, ge=1)  # consecutive clear runs before a firing alert resolves
-    models: list[str] | None = None  # restrict the rule to these models (default: all)
+    # The models the rule judges; null: every deployed model (candidates only when named here).
+    models: list[str] | None = None
+
+    def applies_to(self, model: str, role: ModelRole = "deployed") -> bool:
+        """Whether the rule judges `model`: a rule naming models judges those, whatever their
+        role; one naming none judges every deployed model and no candidate."""
+        if self.models is None:
+            return role == "deployed"
+        return model in self.models
 
 
 class BelowRule(_RuleBase):
@@ -551,8 +702,28 @@ class IncompleteRule(_RuleBase):
     min_coverage: float = Field(1.0, gt=0, le=1)
 
 
+class EstimateDropRule(_RuleBase):
+    """A transferability estimate fell relative to its own history (early warning between grids).
+
+    Per (task, dataset, estimator) of the model: the baseline is the median of the estimate on
+    the last `window` earlier snapshots or model versions; the condition holds when the newest
+    value is more than `min_drop` below it, in the estimator's own units, and more than `z`
+    standard errors of the difference (each estimate's from bootstrap resamples of its training
+    images; `monitor.alerts._estimates`).
+    """
+
+    kind: Literal["estimate_drop"]
+    estimators: list[Literal["logme", "hscore"]] | None = None  # null: every configured estimator
+    window: int = Field(7, ge=1)
+    # LogME is an average log-likelihood per example (nats): 0.05 is a 5 % lower likelihood of
+    # the labels under the features. The z test does the rest (small splits are noisier).
+    min_drop: float = Field(0.05, ge=0)
+    z: float = Field(3.0, ge=0)
+
+
 AlertRule = Annotated[
-    BelowRule | DropRule | CellDropRule | StaleRule | IncompleteRule, Field(discriminator="kind")
+    BelowRule | DropRule | CellDropRule | StaleRule | IncompleteRule | EstimateDropRule,
+    Field(discriminator="kind"),
 ]
 
 
@@ -707,6 +878,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = LimitsSettings()
     retention: RetentionSettings = RetentionSettings()
     metrics: MetricsSettings = MetricsSettings()
+    early_warning: EarlyWarningSettings = EarlyWarningSettings()
     models: list[ModelSpec] = Field(min_length=1)
     tasks: list[TaskSpec] = Field(min_length=1)
     strategies: list[StrategySpec] = Field(min_length=1)

@@ -27,7 +27,7 @@ def list_snapshots(
     never writes. Raises SourceError when the source cannot be listed.
     """
     del state_dir  # listing is read-only; kept for a uniform signature with materialize()
-    scheme = urlsplit(dataset.source).scheme.lower()
+    scheme = urlsplit(dataset.location).scheme.lower()
     if scheme in ("http", "https"):
         return list_manifest(task, dataset, client)
     # One-letter schemes are Windows drive letters ("C:\\data"), i.e. local paths.
@@ -38,6 +38,6 @@ def list_snapshots(
     if scheme in fsspec.available_protocols():
         return list_object_store(task, dataset)
     raise SourceError(
-        f"cannot list snapshots of dataset {task}/{dataset.name} at {redact_url(dataset.source)}: "
+        f"cannot list snapshots of dataset {task}/{dataset.name} at {redact_url(dataset.location)}: "
         f"unsupported scheme {scheme!r}; use a local directory, a file:// URL, an http(s):// manifest or an fsspec URL (s3://, gs://, az://)"
     )

@@ -30,8 +30,8 @@ def list_local(task: str, dataset: DatasetSpec) -> list[SnapshotCandidate]:
     and partial files (`*.tmp`, `*.part`) are ignored. One id found twice (a folder and an
     archive, or two archive kinds) is an error: which one is meant cannot be guessed.
     """
-    root = local_path(dataset.source).absolute()
-    where = f"dataset {task}/{dataset.name} at {dataset.source}"
+    root = local_path(dataset.location).absolute()
+    where = f"dataset {task}/{dataset.name} at {dataset.location}"
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except FileNotFoundError:
@@ -97,5 +97,5 @@ def _candidate(
         kind="directory" if kind == "directory" else "archive",
         sha256=None,
         timestamp=timestamp,
-        source=dataset.source,
+        source=dataset.location,
     )

@@ -36,11 +36,11 @@ _ID = re.compile(r"^[^/\\\x00-\x1f]{1,200}$")
 
 def list_manifest(task: str, dataset: DatasetSpec, client: httpx.Client | None) -> list[SnapshotCandidate]:
     """Fetch and validate the manifest of an HTTP(S) source; return its snapshots sorted by id."""
-    where = f"dataset {task}/{dataset.name} at {redact_url(dataset.source)}"
+    where = f"dataset {task}/{dataset.name} at {redact_url(dataset.location)}"
     headers = request_headers(
         dataset.headers, f"cannot list snapshots of {where}", "tasks[].datasets[].headers"
     )
-    body, fallback_time = _fetch(dataset.source, where, client, headers)
+    body, fallback_time = _fetch(dataset.location, where, client, headers)
     try:
         document = json.loads(body)
     except ValueError as exc:
@@ -114,7 +114,7 @@ def _entries(
             raise bad(f"{at}.url must be a non-empty string")
         if not isinstance(sha256, str) or not _SHA256.match(sha256):
             raise bad(f"{at}.sha256 must be the archive's sha256 as 64 hex digits")
-        absolute = urljoin(dataset.source, url)
+        absolute = urljoin(dataset.location, url)
         parts = urlsplit(absolute)
         if parts.scheme not in ("http", "https"):
             raise bad(f"{at}.url resolves to {shown(redact_url(absolute))}, which is not http(s)")
@@ -129,9 +129,9 @@ def _entries(
                 kind="remote",
                 sha256=sha256.lower(),
                 timestamp=_timestamp(entry.get("timestamp"), snapshot_id, fallback_time),
-                source=redact_url(dataset.source),
+                source=redact_url(dataset.location),
                 # The manifest's credentials go along only to its own origin, never to a third party.
-                headers=dataset.headers if same_origin(absolute, dataset.source) else {},
+                headers=dataset.headers if same_origin(absolute, dataset.location) else {},
             )
         )
     return found

@@ -45,8 +45,8 @@ _PARALLEL_FETCHES = 8
 
 def list_object_store(task: str, dataset: DatasetSpec) -> list[SnapshotCandidate]:
     """Return the complete snapshots under an fsspec URL, sorted by id (metadata requests only)."""
-    where = f"dataset {task}/{dataset.name} at {redact_url(dataset.source)}"
-    fs, root = open_fs(dataset.source, dataset.storage_options, f"cannot list snapshots of {where}")
+    where = f"dataset {task}/{dataset.name} at {redact_url(dataset.location)}"
+    fs, root = open_fs(dataset.location, dataset.storage_options, f"cannot list snapshots of {where}")
     root = root.rstrip("/")
     try:
         fs.invalidate_cache()  # a poll must see the store as it is now, not as it was listed
@@ -96,11 +96,11 @@ def list_object_store(task: str, dataset: DatasetSpec) -> list[SnapshotCandidate
                 task=task,
                 dataset=dataset.name,
                 snapshot=snapshot_id,
-                location=f"{dataset.source.rstrip('/')}/{name}",
+                location=f"{dataset.location.rstrip('/')}/{name}",
                 kind="prefix" if kind == "prefix" else "object",
                 sha256=None,
                 timestamp=mtime(info) if verified else 0.0,
-                source=redact_url(dataset.source),
+                source=redact_url(dataset.location),
                 identity=identity(info, with_time=kind == "prefix") if verified else None,
                 storage_options=dataset.storage_options,
                 verified=verified,

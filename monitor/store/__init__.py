@@ -8,6 +8,7 @@ migrates the schema with the Alembic scripts shipped in `migrations/`.
 from ._checks import is_hex_id
 from ._counters import RUN_SECONDS_BUCKETS
 from ._engine import parse_url, render_url
+from ._estimates import EstimatePoint
 from ._leases import Lease, RunRequest
 from ._records import (
     ALERT_STATE_NAMES,
@@ -47,6 +48,7 @@ __all__ = [
     "AlertState",
     "AlertStateName",
     "Base",
+    "EstimatePoint",
     "Lease",
     "ModelVersionRecord",
     "NotificationOutcome",

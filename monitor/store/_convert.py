@@ -50,18 +50,22 @@ def _check_scores(scores: Mapping[str, Any], what: str) -> dict[str, Any]:
     return checked
 
 
-def encode_details(details: Mapping[str, float | int | str]) -> dict[str, Any]:
-    """Make trial details JSON-safe: non-finite floats become `{"__float__": "nan"|"inf"|"-inf"}`."""
+def encode_details(details: Mapping[str, Any]) -> dict[str, Any]:
+    """Make trial details JSON-safe: non-finite floats become `{"__float__": "nan"|"inf"|"-inf"}`.
+
+    Only top-level values are tagged: nested ones (a `loss_curve`) hold None where not finite.
+    """
     return {
         name: {_FLOAT_TAG: repr(value)} if isinstance(value, float) and not math.isfinite(value) else value
         for name, value in details.items()
     }
 
 
-def decode_details(stored: Mapping[str, Any]) -> dict[str, float | int | str]:
+def decode_details(stored: Mapping[str, Any]) -> dict[str, Any]:
     """Undo `encode_details`."""
     return {
-        name: float(value[_FLOAT_TAG]) if isinstance(value, dict) else value for name, value in stored.items()
+        name: float(value[_FLOAT_TAG]) if isinstance(value, dict) and _FLOAT_TAG in value else value
+        for name, value in stored.items()
     }
 
 

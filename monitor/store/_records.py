@@ -28,8 +28,17 @@ __all__ = [
     "SnapshotStatus",
 ]
 
-RunTrigger = Literal["cli", "schedule", "poll", "api", "resume", "demo", "startup"]
-RUN_TRIGGERS: tuple[RunTrigger, ...] = ("cli", "schedule", "poll", "api", "resume", "demo", "startup")
+RunTrigger = Literal["cli", "schedule", "poll", "api", "resume", "demo", "startup", "probes"]
+RUN_TRIGGERS: tuple[RunTrigger, ...] = (
+    "cli",
+    "schedule",
+    "poll",
+    "api",
+    "resume",
+    "demo",
+    "startup",
+    "probes",
+)
 RunState = Literal["running", "completed", "partial", "failed"]  # "running" until finish_run
 SnapshotStatus = Literal["ok", "rejected"]
 ALERT_STATE_NAMES: tuple[AlertStateName, ...] = ("ok", "pending", "firing", "resolved")

@@ -22,7 +22,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import RunTakenOver
-from ..types import CELL_STATUSES, RUN_STATUSES, CellResult, ModelScore
+from ..types import CELL_STATUSES, RUN_STATUSES, CellResult, EstimateResult, ModelScore
 from ._checks import check_aware, check_finite, check_unique, is_hex_id
 from ._convert import (
     cell_result,
@@ -33,8 +33,18 @@ from ._convert import (
     score_point,
 )
 from ._counters import RUN_SECONDS_BUCKETS, add_counts, cumulative_buckets, duration_counts, read_counts
+from ._estimates import estimate_rows
 from ._records import RUN_TRIGGERS, RunRecord, ScorePoint
-from ._schema import RunCellRow, RunModelRow, RunPlanRow, RunRequestRow, RunRow, TrialRow, utcnow
+from ._schema import (
+    RunCellRow,
+    RunEstimateRow,
+    RunModelRow,
+    RunPlanRow,
+    RunRequestRow,
+    RunRow,
+    TrialRow,
+    utcnow,
+)
 from ._sessions import Sessions
 from ._trials import chunks
 
@@ -168,15 +178,20 @@ class RunLog(Sessions):
         extra: Callable[[Session], None] | None = None,
         finished_at: datetime | None = None,
         owner: str | None = None,
+        estimates: Sequence[EstimateResult] = (),
+        probes: bool = False,
     ) -> None:
-        """Write a run's outcome, its model scores and its cells (in the order given) atomically.
+        """Write a run's outcome, its model scores, its cells (in the order given) and its
+        transferability estimates atomically.
 
         `extra(session)` runs in the same transaction after those rows are flushed, so that alert
         states and outbox rows commit together with the run. If anything raises, nothing is
         written and the run stays `running`; the hook's own exception propagates unchanged.
 
         The same transaction drops the run's plan (its cells now say the same), counts the run and
-        its cells into the `_total` counters, and marks the trials its cells use as used by it.
+        its cells into the `_total` counters, and marks the trials its cells (and the estimates
+        its estimates) use as used by it. A `probes` run's model rows are in no model's history:
+        they hold no P(M) (`latest_scores`, `score_history` and the P(M) rules skip them).
 
         With `owner`, the run must still be that owner's: a daemon that lost the lead, whose run
         the new leader resumed, gets `RunTakenOver` and writes nothing (a fencing check).
@@ -205,17 +220,22 @@ class RunLog(Sessions):
                 row.update(
                     started_at=run.started_at,
                     finished_at=finished,
-                    finished=status in _FINISHED,
+                    # a probe run (cheap cells only) has no P(M): it is in no model's history
+                    finished=status in _FINISHED and not probes,
                 )
             if model_rows:
                 session.execute(self._insert(RunModelRow), model_rows)
             if cell_rows:
                 session.execute(self._insert(RunCellRow), cell_rows)
+            if estimates:
+                rows = estimate_rows(estimates, run_id=run_id, started_at=run.started_at)
+                session.execute(self._insert(RunEstimateRow), rows)
             session.execute(delete(RunPlanRow).where(RunPlanRow.run_id == run_id))
             add_counts(session, self._insert, "runs", {status: 1})
             add_counts(session, self._insert, "cells", Counter(c.status for c in cells))
             add_counts(session, self._insert, "run_seconds", duration_counts(seconds))
-            _mark_used(session, [k for c in cells for k in c.keys], run.started_at)
+            used = [k for c in cells for k in c.keys] + [e.key for e in estimates if e.key]
+            _mark_used(session, used, run.started_at)
             session.flush()
             if extra is not None:
                 extra(session)

@@ -65,6 +65,7 @@ __all__ = [
     "NotificationCountRow",
     "OutboxRow",
     "RunCellRow",
+    "RunEstimateRow",
     "RunModelRow",
     "RunPlanRow",
     "RunRequestRow",
@@ -220,6 +221,33 @@ class RunCellRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     seconds: Mapped[float] = mapped_column(Double)
     keys: Mapped[list[Any]]
+
+
+ESTIMATE_ROW_STATUSES = ("ok", "cached", "failed")
+
+
+class RunEstimateRow(Base):
+    """A transferability estimate in one run (its value is also kept, and reused, as a trial)."""
+
+    __tablename__ = "run_estimates"
+    __table_args__ = (
+        CheckConstraint(_in("status", ESTIMATE_ROW_STATUSES), name="status"),
+        Index(None, "model", "task", "dataset", "estimator", "started_at"),
+        Index(None, "model", "started_at"),
+    )
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    task: Mapped[str] = mapped_column(String(128), primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(128), primary_key=True)
+    estimator: Mapped[str] = mapped_column(String(32), primary_key=True)
+    snapshot: Mapped[str] = mapped_column(String(255))
+    started_at: Mapped[datetime]  # the run's, copied: one estimate's history is one index range
+    status: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Double)
+    stderr: Mapped[float | None] = mapped_column(Double)  # bootstrap over the training examples
+    key: Mapped[str] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class TrialRow(Base):

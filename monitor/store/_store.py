@@ -1,4 +1,4 @@
-"""The result store: runs, their models and cells, the trial cache, snapshots, model versions,
+"""The result store: runs, their models, cells and estimates, the trial cache, snapshots, model versions,
 alert states, the notification outbox, and the leader lease of daemons that share it.
 
 Every method is one short transaction and returns plain dataclasses. Database errors become
@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..errors import StoreError
 from ._alerts import AlertLog
 from ._engine import connect_engine, describe, parse_url, render_url
+from ._estimates import EstimateLog
 from ._leases import Leases
 from ._migrate import upgrade
 from ._outbox import Outbox
@@ -24,7 +25,7 @@ from ._trials import TrialCache
 __all__ = ["Store"]
 
 
-class Store(RunLog, TrialCache, SourceLog, AlertLog, Outbox, Retention, Leases):
+class Store(RunLog, EstimateLog, TrialCache, SourceLog, AlertLog, Outbox, Retention, Leases):
     """The persistence-monitor database (SQLite or PostgreSQL), migrated to this code's schema."""
 
     @classmethod

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from sqlalchemy import select
 
-from ..types import TrialResult
-from ._convert import trial_result, trial_values
+from ..types import TrialResult, TrialStatus
+from ._convert import decode_details, trial_result, trial_values
 from ._schema import RunRow, TrialRow, utcnow
 from ._sessions import Sessions
 
@@ -48,6 +48,32 @@ class TrialCache(Sessions):
             for chunk in chunks(wanted):
                 for row in session.scalars(select(TrialRow).where(TrialRow.key.in_(chunk))):
                     found[row.key] = trial_result(row)
+        return found
+
+    def trial_details(self, keys: Iterable[str]) -> dict[str, TrialResult]:
+        """The stored trials among `keys` without their test predictions (what a run view shows).
+
+        Reads neither the predictions column nor anything but these keys' rows: a run's view
+        costs its own trials, however long the history.
+        """
+        wanted = list(dict.fromkeys(keys))
+        columns = (TrialRow.key, TrialRow.seed, TrialRow.status, TrialRow.score, TrialRow.seconds)
+        found: dict[str, TrialResult] = {}
+        with self._reading("read trial details") as session:
+            for chunk in chunks(wanted):
+                rows = session.execute(
+                    select(*columns, TrialRow.error, TrialRow.details).where(TrialRow.key.in_(chunk))
+                )
+                for row in rows:
+                    found[row.key] = TrialResult(
+                        key=row.key,
+                        seed=row.seed,
+                        status=cast(TrialStatus, row.status),
+                        score=row.score,
+                        seconds=row.seconds,
+                        error=row.error,
+                        details=decode_details(row.details),
+                    )
         return found
 
     def save_trial(

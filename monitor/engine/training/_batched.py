@@ -26,6 +26,7 @@ from ...models import Backbone
 from ...types import TrialResult
 from .._plan import TrialSpec
 from ._augment import augmenter
+from ._curves import LossCurves
 from ._device import Runtime
 from ._finetune import Feed, set_trainable
 from ._metrics import predictions_of, score_predictions
@@ -63,7 +64,7 @@ def finetune_batched(
         else []
     )
     try:
-        ever_bad, loss = _train(stack, trials, generators, feed, data, runtime)
+        ever_bad, loss, curves = _train(stack, trials, generators, feed, data, runtime)
         scores, predicted = _evaluate(stack, feed, data, metric, runtime)
     finally:
         for hook in hooks:
@@ -73,6 +74,7 @@ def finetune_batched(
     predictions = predictions_of(predicted, data.test_y, data.num_classes)
     diverged = ever_bad.tolist()
     losses = loss.detach().float().tolist()
+    curve = curves.read()
     return [
         TrialResult(
             key=t.key,
@@ -87,6 +89,7 @@ def finetune_batched(
                 "inputs": feed.kind,
                 "models_batched": len(trials),
                 "precision": runtime.precision,  # (fp32 stacks on CPUs)
+                **curve[h],  # loss_curve, diverged_at
             },
             predictions=predictions[h],
         )
@@ -149,8 +152,8 @@ def _train(
     feed: Feed,
     data: GroupData,
     runtime: Runtime,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training loop of every model at once: (ever non-finite per model, last loss per model)."""
+) -> tuple[torch.Tensor, torch.Tensor, LossCurves]:
+    """The training loop of every model at once: ever non-finite and last loss per model, curves."""
     strategy = trials[0].strategy
     heads, device, net, shared = len(trials), runtime.device, stack.net, stack.shared
     params = [*stack.stacked.values(), stack.head_w, stack.head_b]
@@ -173,7 +176,8 @@ def _train(
     ever_bad = torch.zeros(heads, dtype=torch.bool, device=device)
     step = 0
     loss = torch.zeros(heads, device=device)
-    for _ in range(strategy.epochs):
+    curves = LossCurves()
+    for _ in range(strategy.train_epochs):
         order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
         for begin in range(0, n, batch):
             idx = order[:, begin : begin + batch]  # [H, B]
@@ -195,9 +199,11 @@ def _train(
             finite = torch.isfinite(loss)
             ever_bad |= ~finite
             active &= finite
+            curves.step(loss, idx.shape[1] / n)
             optimizer.step(schedule.lr(lr, step), active)
             step += 1
-    return ever_bad, loss
+        curves.end_epoch()
+    return ever_bad, loss, curves
 
 
 def _float_batchnorm_inputs(net: nn.Module, dtype: torch.dtype) -> list[RemovableHandle]:

@@ -23,6 +23,7 @@ from ...settings import StrategySpec
 from ...types import TrialResult
 from .._plan import TrialSpec
 from ._augment import augmenter
+from ._curves import LossCurves
 from ._device import Runtime
 from ._metrics import predictions_of, score_predictions
 from ._optim import init_head
@@ -65,7 +66,8 @@ def finetune(
     `bn: train`), one permutation of the training set per epoch from the same generator, the
     learning rate of each step from `Schedule`, cross-entropy, `torch.optim`.
     `micro_batch` splits each batch into gradient-accumulated chunks (same update, less memory):
-    the answer to an out-of-memory error.
+    the answer to an out-of-memory error. The result's details keep the mean loss of every
+    epoch and where it first stopped being finite (`_curves`).
     """
     start = time.perf_counter()
     feed = feed or image_feed(backbone, data)
@@ -93,7 +95,8 @@ def finetune(
     diverged = False
     step = 0
     loss_value = torch.zeros((), device=runtime.device)
-    for _ in range(strategy.epochs):
+    curves = LossCurves()
+    for _ in range(strategy.train_epochs):
         order = torch.randperm(n, generator=generator).to(runtime.device)
         for begin in range(0, n, batch):
             idx = order[begin : begin + batch]
@@ -101,7 +104,7 @@ def finetune(
             if augment is not None:
                 inputs = augment(inputs)  # drawn per batch, before any split into micro-batches
             for group in optimizer.param_groups:
-                group["lr"] = schedule.lr(strategy.lr, step)
+                group["lr"] = schedule.lr(strategy.train_lr, step)
             optimizer.zero_grad(set_to_none=True)
             loss_value = torch.zeros((), device=runtime.device)
             for chunk, labels in zip(inputs.split(micro), idx.split(micro), strict=True):
@@ -114,8 +117,10 @@ def finetune(
                 (loss * share).backward()
                 loss_value = loss_value + loss.detach() * share
             finite &= torch.isfinite(loss_value)
+            curves.step(loss_value, idx.numel() / n)
             optimizer.step()
             step += 1
+        curves.end_epoch()
         if not bool(finite):  # one CPU-GPU sync per epoch, not per step
             diverged = True  # scored as it is, like any other outcome
             break
@@ -132,6 +137,7 @@ def finetune(
             "n_test": int(data.test_y.shape[0]),
             "final_loss": float(loss_value),
             "inputs": feed.kind,
+            **curves.read()[0],  # loss_curve, diverged_at
         },
         predictions=predictions_of(predicted, data.test_y, data.num_classes)[0],
     )
@@ -147,13 +153,13 @@ def _optimizer(params: list[nn.Parameter], strategy: StrategySpec) -> torch.opti
             if strategy.optimizer == "sgd":
                 return torch.optim.SGD(
                     params,
-                    lr=strategy.lr,
+                    lr=strategy.train_lr,
                     momentum=strategy.momentum,
                     weight_decay=strategy.weight_decay,
                     fused=fused or None,
                 )
             return torch.optim.AdamW(
-                params, lr=strategy.lr, weight_decay=strategy.weight_decay, fused=fused or None
+                params, lr=strategy.train_lr, weight_decay=strategy.weight_decay, fused=fused or None
             )
         except (RuntimeError, TypeError, ValueError):
             continue  # no fused kernel for this device or dtype (or an older torch)

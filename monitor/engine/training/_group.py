@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -15,12 +16,15 @@ from ...models import Backbone, load_backbone
 from ...types import TrialResult
 from .._messages import Result, Started, ToParent, failed_result, failure_text
 from .._options import EngineOptions
-from .._plan import TrialSpec, WorkGroup
+from .._plan import EstimateSpec, Job, TrialSpec, WorkGroup
 from ._batched import finetune_batched
 from ._chain import Chain, Suffix, find_chain
 from ._device import Runtime, runtime_for
+from ._estimators import estimate_with_stderr
 from ._finetune import Feed, finetune, image_feed
+from ._knn import knn_predict
 from ._linear import extract_features, train_linear_heads
+from ._metrics import predictions_of, score_predictions
 from ._optim import schedule_of
 from ._tensors import GroupData
 
@@ -96,12 +100,18 @@ def run_group(
 
     # Linear probes train on features computed once, unless they augment: then every batch
     # needs the backbone, and they train like a fine-tune of nothing but the head.
+    # knn cells and the transferability estimates use the same features, and train nothing.
     on_features = [t.strategy.mode == "linear" and t.strategy.augment == "none" for t in group.trials]
     linear = [t for t, shared in zip(group.trials, on_features, strict=True) if shared]
-    others = [t for t, shared in zip(group.trials, on_features, strict=True) if not shared]
-    if linear:
+    knn = [t for t in group.trials if t.strategy.mode == "knn"]
+    others = [
+        t
+        for t, shared in zip(group.trials, on_features, strict=True)
+        if not shared and t.strategy.mode != "knn"
+    ]
+    if linear or knn or group.estimates:
         pace()
-        _run_linear_probes(here, linear)
+        _run_on_features(here, linear, knn, list(group.estimates))
     if others:
         _run_finetunes(here, others, cache=cache, pace=pace, should_stop=should_stop or (lambda: False))
 
@@ -118,28 +128,93 @@ class _Loaded:
     emit: Emit
 
 
-def _run_linear_probes(here: _Loaded, trials: list[TrialSpec]) -> None:
-    """Every probe of the group on one pass of feature extraction (its time is shared among them)."""
+def _run_on_features(
+    here: _Loaded, linear: list[TrialSpec], knn: list[TrialSpec], estimates: list[EstimateSpec]
+) -> None:
+    """Linear probes, knn cells and estimates on one pass of feature extraction (its time shared)."""
     backbone, data, runtime, emit = here.backbone, here.data, here.runtime, here.emit
-    emit(Started(tuple(t.key for t in trials)))
+    jobs: list[Job] = [*linear, *knn, *estimates]
+    emit(Started(tuple(j.key for j in jobs)))
     try:
         start = time.perf_counter()
         train_features, test_features = _features_with_retry(backbone, data, runtime)
-        shared = time.perf_counter() - start
+        shared = (time.perf_counter() - start) / len(jobs)
+    except Exception as exc:
+        for job in jobs:
+            emit(Result(_failed(job, exc)))
+        return
+    try:
         results = train_linear_heads(
             train_features,
             data.train_y,
             test_features,
             data.test_y,
             data.num_classes,
-            trials,
+            linear,
             here.metric,
-            shared_seconds=shared,
+            shared_seconds=shared * len(linear),
         )
     except Exception as exc:
-        results = [_failed(t, exc) for t in trials]
+        results = [_failed(t, exc) for t in linear]
     for result in results:
         emit(Result(result))
+    for trial in knn:
+        emit(Result(_knn_trial(here, trial, train_features, test_features, shared)))
+    for job in estimates:
+        emit(Result(_estimate(here, job, train_features, shared)))
+
+
+def _knn_trial(
+    here: _Loaded, trial: TrialSpec, train_features: torch.Tensor, test_features: torch.Tensor, shared: float
+) -> TrialResult:
+    data = here.data
+    start = time.perf_counter()
+    try:
+        predicted = knn_predict(
+            train_features, data.train_y, test_features, data.num_classes, trial.strategy.k
+        )
+        score = float(score_predictions(here.metric, predicted, data.test_y, data.num_classes))
+    except Exception as exc:
+        return _failed(trial, exc)
+    return TrialResult(
+        key=trial.key,
+        seed=trial.seed,
+        status="ok",
+        score=score,
+        seconds=time.perf_counter() - start + shared,
+        details={
+            "n_train": int(data.train_y.shape[0]),
+            "n_test": int(data.test_y.shape[0]),
+            "inputs": "features",
+            "k": min(trial.strategy.k, int(data.train_y.shape[0])),
+        },
+        predictions=predictions_of(predicted, data.test_y, data.num_classes)[0],
+    )
+
+
+def _estimate(here: _Loaded, job: EstimateSpec, train_features: torch.Tensor, shared: float) -> TrialResult:
+    """One transferability estimate, as a result whose score is the estimate (not in [0, 1])."""
+    data = here.data
+    start = time.perf_counter()
+    try:
+        value, stderr = estimate_with_stderr(job.estimator, train_features, data.train_y, data.num_classes)
+        if not math.isfinite(value):
+            raise ValueError(f"{job.estimator} is not finite ({value}) on these features")
+    except Exception as exc:
+        return _failed(job, exc)
+    return TrialResult(
+        key=job.key,
+        seed=job.seed,
+        status="ok",
+        score=value,
+        seconds=time.perf_counter() - start + shared,
+        details={
+            "estimator": job.estimator,
+            **({"stderr": stderr} if stderr is not None else {}),
+            "n_train": int(data.train_y.shape[0]),
+            "dim": int(train_features.shape[1]),
+        },
+    )
 
 
 def _run_finetunes(
@@ -349,7 +424,7 @@ def _run_finetune(
             return _failed(trial, exc)
 
 
-def _failed(trial: TrialSpec, exc: BaseException) -> TrialResult:
+def _failed(trial: Job, exc: BaseException) -> TrialResult:
     reason = failure_text(exc)
     log.warning("%s seed %d failed: %s", trial.cell, trial.seed, reason)
     return failed_result(trial, reason)

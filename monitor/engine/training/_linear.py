@@ -15,12 +15,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ...types import TrialResult
 from .._plan import TrialSpec
+from ._curves import LossCurves
 from ._device import Runtime
 from ._metrics import predictions_of, score_predictions
 from ._optim import init_head, schedule_of, stacked_optimizer
@@ -61,7 +63,7 @@ def train_linear_heads(
     results: list[TrialResult] = []
     for stack in by_schedule.values():
         start = time.perf_counter()
-        scores, diverged, final_loss, predicted = _train_stack(
+        scores, diverged, final_loss, predicted, curves = _train_stack(
             train_features, train_labels, test_features, test_labels, num_classes, stack, metric
         )
         predictions = predictions_of(predicted, test_labels, num_classes)
@@ -80,6 +82,7 @@ def train_linear_heads(
                         "final_loss": final_loss[h],
                         "inputs": "features",  # frozen features computed once for the group
                         "models_batched": len(stack),
+                        **curves[h],  # loss_curve, diverged_at
                     },
                     predictions=predictions[h],
                 )
@@ -95,7 +98,7 @@ def _train_stack(
     num_classes: int,
     trials: Sequence[TrialSpec],
     metric: str,
-) -> tuple[list[float], list[bool], list[float], torch.Tensor]:
+) -> tuple[list[float], list[bool], list[float], torch.Tensor, list[dict[str, Any]]]:
     device = x.device
     strategy = trials[0].strategy
     heads, n, dim = len(trials), x.shape[0], x.shape[1]
@@ -110,7 +113,8 @@ def _train_stack(
     loss = torch.zeros(heads, device=device)
     step = 0
     order_cpu = torch.empty(heads, n, dtype=torch.long)  # [H, N]: the one per-head buffer of size N
-    for _ in range(strategy.epochs):
+    curves = LossCurves()
+    for _ in range(strategy.train_epochs):
         # Data order is drawn on the CPU from each head's own generator: identical on every device.
         for h, g in enumerate(generators):
             torch.randperm(n, generator=g, out=order_cpu[h])
@@ -133,10 +137,12 @@ def _train_stack(
             loss.sum().backward()
             # No sync here: a head whose loss is not finite is frozen where it stands (diverged).
             active &= torch.isfinite(loss).detach()
+            curves.step(loss, idx.shape[1] / n)
             optimizer.step(schedule.lr(lr, step), active)
             step += 1
+        curves.end_epoch()
     with torch.no_grad():
         logits = torch.baddbmm(bias[:, None, :], test_x.expand(heads, -1, -1), weight.transpose(1, 2))
         predictions = torch.nan_to_num(logits, nan=0.0).argmax(dim=2)  # a diverged head is scored as it is
         scores = score_predictions(metric, predictions, test_y, num_classes)
-    return scores.tolist(), (~active).tolist(), loss.detach().float().tolist(), predictions
+    return scores.tolist(), (~active).tolist(), loss.detach().float().tolist(), predictions, curves.read()

@@ -109,7 +109,7 @@ def stacked_optimizer(
 ) -> tuple[BatchedSGD | BatchedAdamW, torch.Tensor]:
     """The optimizer of a stack of `trials` (one schedule), and their base learning rates [H]."""
     strategy = trials[0].strategy
-    lr = torch.tensor([t.strategy.lr for t in trials], dtype=torch.float32, device=device)
+    lr = torch.tensor([t.strategy.train_lr for t in trials], dtype=torch.float32, device=device)
     wd = torch.tensor([t.strategy.weight_decay for t in trials], dtype=torch.float32, device=device)
     if strategy.optimizer == "sgd":
         return BatchedSGD(params, wd, strategy.momentum), lr

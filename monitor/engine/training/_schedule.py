@@ -42,7 +42,7 @@ class Schedule:
     def of(cls, strategy: StrategySpec, steps_per_epoch: int) -> Schedule:
         return cls(
             kind=strategy.schedule,
-            total_steps=strategy.epochs * steps_per_epoch,
+            total_steps=strategy.train_epochs * steps_per_epoch,
             warmup_steps=strategy.warmup_epochs * steps_per_epoch,
             min_lr=strategy.min_lr,
             gamma=strategy.gamma,

@@ -10,6 +10,7 @@ import torch
 from ...data import PreparedData, load_arrays
 from ...settings import Normalize
 from ._device import Runtime
+from ._shifts import derived_entry
 
 __all__ = ["GroupData"]
 
@@ -29,7 +30,8 @@ class GroupData:
 
     @classmethod
     def load(cls, prepared: PreparedData, normalize: Normalize, runtime: Runtime) -> GroupData:
-        arrays = load_arrays(prepared)
+        """The group's arrays on the device (a derived dataset's corrupted first, or read from its cache)."""
+        arrays = load_arrays(derived_entry(prepared) if prepared.derivation is not None else prepared)
         device = runtime.device
 
         def put(array: np.ndarray) -> torch.Tensor:
