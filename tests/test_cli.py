@@ -202,21 +202,41 @@ def test_demo_end_to_end_on_a_reduced_grid(tmp_path):
     config_path = build_demo(tmp_path / "demo", pretrain_epochs=1)
     config = yaml.safe_load(config_path.read_text())
     config["strategies"] = [
-        s for s in config["strategies"] if s["name"] in ("linear-lr0.1", "last-block", "full-adamw")
+        s for s in config["strategies"] if s["name"] in ("knn20", "linear-lr0.1", "last-block", "full-adamw")
     ]
     for strategy in config["strategies"]:
-        strategy["epochs"] = 1
+        if strategy["mode"] != "knn":
+            strategy["epochs"] = 1
     config["seeds"] = [0]
     config_path.write_text(yaml.safe_dump(config))
     result = cli("run-once", "--json", "--config", str(config_path))
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    (model,) = document["models"]
-    assert model["model"] == "digits-cnn" and model["coverage"] == 1.0
-    assert {(c["task"], c["dataset"]) for c in model["cells"]} == {
-        (t, d) for t in ("unseen-digits", "all-digits") for d in ("scanner-a", "scanner-b")
-    }
-    assert {c["snapshot"] for c in model["cells"]} == {"2026-11-15T00"}
+    # the deployed model and a candidate, on every dataset and one derived from scanner-a
+    assert [(m["model"], m["role"]) for m in document["models"]] == [
+        ("digits-cnn", "deployed"),
+        ("digits-cnn-robust", "candidate"),
+    ]
+    for model in document["models"]:
+        assert model["coverage"] == 1.0
+        datasets = {(t, d) for t in ("unseen-digits", "all-digits") for d in ("scanner-a", "scanner-b")}
+        assert {(c["task"], c["dataset"]) for c in model["cells"]} == datasets | {
+            ("unseen-digits", "scanner-a-noisy")
+        }
+        assert {c["strategy"] for c in model["cells"]} == {
+            "knn20",
+            "linear-lr0.1",
+            "last-block",
+            "full-adamw",
+        }
+        assert {c["snapshot"] for c in model["cells"]} == {"2026-11-15T00"}
+        # estimates on every dataset but the test-only shift (its training split is scanner-a's)
+        assert {(t["task"], t["dataset"]) for t in model["transferability"]} == datasets
+        assert {t["estimator"] for t in model["transferability"]} == {"logme", "hscore"}
+    compared = json.loads(cli("compare", "--json", "--config", str(config_path)).stdout)
+    assert {m["model"] for m in compared["models"]} == {"digits-cnn", "digits-cnn-robust"} and len(
+        compared["pairs"]
+    ) == 1
     # a second build is a no-op: the workspace is reused as it is
     assert build_demo(tmp_path / "demo") == config_path
     assert yaml.safe_load(config_path.read_text())["seeds"] == [0]

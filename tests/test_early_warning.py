@@ -344,77 +344,122 @@ def test_a_grid_after_a_probe_run_on_the_same_snapshot_does_not_count_twice(work
 
 
 @pytest.mark.slow
-def test_with_on_new_data_probes_a_new_snapshot_is_probed_at_once_and_the_grid_waits(tmp_path):
+def test_on_the_demo_a_new_snapshot_is_probed_within_a_minute_while_the_grid_waits(tmp_path):
+    """The demo as shipped (on_new_data: probes), with lighter fine-tunes: its feed publishes a new
+    snapshot of every dataset; estimates and the cheap cells must be there within a minute."""
     import yaml
 
-    from tests._daemon import workspace as daemon_workspace
-    from tests._services import DaemonProcess, wait_until
+    from monitor.demo import DemoFeed, build_demo
+    from tests._services import DaemonProcess, free_port, wait_until
 
-    config_file = daemon_workspace(
-        tmp_path,
-        strategies=[
-            {"name": "nn", "mode": "knn", "k": 10},
-            {"name": "lin", "mode": "linear", "lr": 0.1, "epochs": 3, "batch_size": 16},
-            {
-                "name": "part",
-                "mode": "partial",
-                "trainable_blocks": 1,
-                "lr": 0.05,
-                "epochs": 1,
-                "batch_size": 16,
-            },
-        ],
-    )
+    config_file = build_demo(tmp_path / "demo", pretrain_epochs=1)
     config = yaml.safe_load(config_file.read_text())
-    config["schedule"]["on_new_data"] = "probes"  # (evaluate: once a year, on 1 January)
-    config["early_warning"] = {"estimators": ["logme"]}
+    assert config["schedule"]["on_new_data"] == "probes"
+    for strategy in config["strategies"]:
+        if strategy["mode"] != "knn":
+            strategy["epochs"] = 1
+    config["server"] = {"host": "127.0.0.1", "port": free_port(), "api_token": TOKEN}
+    config["schedule"].update(evaluate="0 0 1 1 *", poll="1s")  # the grid: once a year, or on request
     write_config(config_file, config)
     daemon = DaemonProcess(config_file).start()
     try:
         (startup,) = wait_until(
-            lambda: [r for r in daemon.runs() if r["status"] == "completed"], what="the start-up grid"
+            lambda: [r for r in daemon.runs() if r["status"] == "completed"],
+            timeout=180,
+            what="the start-up grid",
         )
         assert startup["trigger"] == "startup" and startup["models"][0]["persistence"] is not None
-        write_snapshot(tmp_path / "data" / "a" / "2026-01-02T00", (5, 6, 7), per_class=15, offset=80)
-        probe, _ = wait_until(
-            lambda: (
-                (runs := [r for r in daemon.runs() if r["status"] == "completed"]) and len(runs) == 2 and runs
-            ),
-            what="a probe run",
-        )  # newest first
-        assert probe["trigger"] == "probes" and probe["models"][0]["persistence"] is None
-        run = daemon.get(f"/api/v1/runs/{probe['run_id']}").json()
-        (model,) = run["models"]
-        new = {(c["dataset"], c["strategy"], c["status"]) for c in model["cells"] if c["dataset"] == "a"}
-        assert new == {("a", "nn", "ok"), ("a", "lin", "ok")}  # the partial fine-tune waits
-        assert {(t["dataset"], t["snapshot"], t["status"]) for t in model["transferability"]} == {
-            ("a", "2026-01-02T00", "ok"),
-            ("b", "2026-01-01T00", "cached"),
-        }
-        # P(M) is still the start-up grid's; the new estimate is exported at once
-        (listed,) = daemon.get("/api/v1/models").json()
-        assert listed["run_id"] == startup["run_id"]
+        before = set((config_file.parent / "data" / "all-digits" / "scanner-a").iterdir())
+        DemoFeed(config_file.parent)()  # a new snapshot of every dataset, one after the other
+        published = time.monotonic()
+        (new_folder,) = set((config_file.parent / "data" / "all-digits" / "scanner-a").iterdir()) - before
+        snapshot = new_folder.name
+
+        def probed() -> dict | None:
+            # (a poll may catch the feed half way: then a second probe run takes the rest)
+            latest = next((r for r in daemon.runs() if r["status"] == "completed"), None)
+            if latest is None or latest["trigger"] != "probes":
+                return None
+            run = daemon.get(f"/api/v1/runs/{latest['run_id']}").json()
+            cells = [c for m in run["models"] for c in m["cells"]]
+            return run if {c["snapshot"] for c in cells} == {snapshot} else None
+
+        run = wait_until(probed, timeout=60, what="probes of the new snapshots within a minute")
+        assert time.monotonic() - published < 60
+        for model in run["models"]:  # the deployed model and the candidate, without P(M)
+            assert model["persistence"] is None
+            assert {c["strategy"] for c in model["cells"]} == {"knn20", "linear-lr0.1", "linear-lr0.03"}
+            assert {t["snapshot"] for t in model["transferability"]} == {snapshot}
+            assert len(model["transferability"]) == 4 * 2  # 4 datasets (not the test-only shift) x 2
+        # P(M) is still the start-up grid's; the new estimates are exported at once
+        assert {m["run_id"] for m in daemon.get("/api/v1/models").json()} == {startup["run_id"]}
         metrics = daemon.get("/metrics").text
-        assert (
-            'persistence_transferability_score{dataset="a",estimator="logme",model="cnn",task="digits"}'
-            in metrics
-        )
+        new = {t["value"] for t in run["models"][0]["transferability"]}
+        exported = {
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("persistence_transferability_score{") and 'model="digits-cnn"' in line
+        }
+        assert exported == new
         time.sleep(3)  # three more polls: nothing new, so no grid until the schedule
-        assert len(daemon.runs()) == 2
+        runs = daemon.runs()  # newest first
+        assert [r["trigger"] for r in runs[:-1]] == ["probes"] * (len(runs) - 1)
         # asked for, the grid runs the rest and reuses the probes
         assert daemon.post("/api/v1/runs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 202
-        grid, *_ = wait_until(
+        grid = wait_until(
             lambda: (
-                (runs := [r for r in daemon.runs() if r["status"] == "completed"]) and len(runs) == 3 and runs
+                (done := [r for r in daemon.runs() if r["status"] == "completed"])
+                and done[0]["trigger"] == "api"
+                and done[0]
             ),
+            timeout=180,
             what="the requested grid",
         )
         cells = daemon.get(f"/api/v1/runs/{grid['run_id']}").json()["models"][0]["cells"]
-        assert {(c["strategy"], c["status"]) for c in cells if c["dataset"] == "a"} == {
-            ("nn", "cached"),
-            ("lin", "cached"),
-            ("part", "ok"),
+        statuses = {(c["strategy"], c["status"]) for c in cells if c["dataset"] == "scanner-a"}
+        assert statuses == {
+            ("knn20", "cached"),
+            ("linear-lr0.1", "cached"),
+            ("linear-lr0.03", "cached"),
+            ("last-block", "ok"),
+            ("full-adamw", "ok"),
         }
         assert grid["models"][0]["persistence"] is not None
     finally:
         daemon.stop()
+
+
+def test_a_waiting_probe_run_becomes_a_grid_when_a_grid_is_asked_for():
+    from monitor.daemon._queue import PROBES, EvaluationQueue
+
+    queue = EvaluationQueue()
+    run_id, joined = queue.request(PROBES)
+    assert not joined
+    assert queue.request("schedule") == (run_id, True)  # the grid takes the probe run's place
+    assert [(r.run_id, r.trigger) for r in queue.waiting] == [(run_id, "schedule")]
+    assert queue.request(PROBES) == (run_id, True)  # a probe joins a waiting grid
+    assert [r.trigger for r in queue.waiting] == ["schedule"]
+
+
+def test_a_dataset_shifted_only_at_test_time_gets_no_estimates_of_its_own(tmp_path):
+    from monitor.engine import plan_estimates
+    from monitor.types import ModelVersion, SnapshotInfo
+
+    (tmp_path / "data").mkdir()
+    config = basic_config([{"name": "m", "architecture": "python:x:build"}], {"t": [("d", "data")]})
+    config["tasks"][0]["datasets"] += [
+        {"name": "d-noisy", "derive": {"from": "d", "shift": "gaussian_noise", "severity": 2}},
+        {
+            "name": "d-noisy-both",
+            "derive": {"from": "d", "shift": "gaussian_noise", "severity": 2, "apply_to": "both"},
+        },
+    ]
+    config["early_warning"] = {"estimators": ["logme"]}
+    settings = settings_from_mapping(config, base_dir=tmp_path)
+    snapshot = SnapshotInfo("t", "d", "s1", "a" * 64, tmp_path, "data", 0.0)
+    planned = plan_estimates(
+        settings,
+        {"m": ModelVersion("m", "python:x:build", "b" * 64, None)},
+        {("t", name): snapshot for name in ("d", "d-noisy", "d-noisy-both")},
+    )
+    assert [(e.dataset, e.estimator) for e in planned] == [("d", "logme"), ("d-noisy-both", "logme")]

@@ -40,9 +40,17 @@ def _batch(pools: DigitPools, index: np.ndarray, rng: np.random.Generator, drift
 
 
 def pretrain(
-    module_path: Path, factory: str, out: Path, pools: DigitPools, *, epochs: int = 12, seed: int = 0
+    module_path: Path,
+    factory: str,
+    out: Path,
+    pools: DigitPools,
+    *,
+    epochs: int = 12,
+    seed: int = 0,
+    augment_drift: float = 0.4,
 ) -> dict[str, float]:
-    """Train the model on the pre-training pool with light augmentation; save a safetensors state_dict."""
+    """Train the model on the pre-training pool, its images drifted by `augment_drift` as
+    augmentation (mild drift makes robust features); save a safetensors state_dict."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = _load_factory(module_path, factory)()
@@ -61,7 +69,7 @@ def pretrain(
         order = rng.permutation(train)
         for begin in range(0, len(order), 64):
             chunk = order[begin : begin + 64]
-            x = _batch(pools, chunk, rng, drift=0.4)  # augmentation: mild drift makes robust features
+            x = _batch(pools, chunk, rng, drift=augment_drift)
             y = torch.tensor([label_of[int(i)] for i in chunk])
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)

@@ -3,6 +3,8 @@
     DIR/persistence-monitor.yaml      the config (every path in it is relative to DIR)
     DIR/digits_cnn.py                 the deployed model's code (a `python:` factory)
     DIR/models/digits-cnn.safetensors its weights, pre-trained here on the digits 0-4
+    DIR/models/digits-cnn-robust.safetensors  a candidate: the same network pre-trained with
+                                      stronger scanner-drift augmentation (model selection)
     DIR/data/<task>/<dataset>/        snapshot sources: folders with _SUCCESS, and .tar.gz archives
     DIR/state/                        created by the first run: database and caches
 
@@ -28,7 +30,7 @@ from ._model_source import FACTORY, MODULE_NAME, SOURCE
 
 __all__ = ["DEMO_DATASETS", "DEMO_TASKS", "DemoDataset", "DemoFeed", "build_demo", "publish_snapshot"]
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: a candidate model, a derived shift dataset, a knn strategy, estimators, probes
 _MARKER = ".persistence-monitor-demo"
 
 
@@ -58,13 +60,23 @@ CONFIG = """\
 state_dir: state
 device: auto                      # a GPU when there is one, else the CPU
 schedule:
-  evaluate: "0 */6 * * *"         # full re-evaluation, cron in UTC
+  evaluate: "*/10 * * * *"        # the full grid, cron in UTC: every 10 minutes here (a few times a day in production)
   poll: 30s                       # look for new snapshots / model versions this often
+  on_new_data: probes             # a new snapshot: knn + linear cells and the estimates at once; the grid at `evaluate`
+
+early_warning:
+  estimators: [logme, hscore]     # transferability on the frozen features, between grids (not in P(M))
 
 models:
-  - name: digits-cnn
+  - name: digits-cnn              # the deployed model: alert rules judge it
     architecture: python:{module}:{factory}
     weights: models/digits-cnn.safetensors
+    image_size: 32
+    normalize: {{mean: [0.2, 0.2, 0.2], std: [0.3, 0.3, 0.3]}}
+  - name: digits-cnn-robust       # a candidate: scored on the same grid, compared, never paged on
+    role: candidate               # (persistence-monitor compare --demo)
+    architecture: python:{module}:{factory}
+    weights: models/digits-cnn-robust.safetensors
     image_size: 32
     normalize: {{mean: [0.2, 0.2, 0.2], std: [0.3, 0.3, 0.3]}}
 
@@ -76,6 +88,8 @@ tasks:
     datasets:
       - {{name: scanner-a, source: data/unseen-digits/scanner-a}}
       - {{name: scanner-b, source: data/unseen-digits/scanner-b}}
+      # scanner-a's current snapshot with Gaussian noise on its test images: robustness
+      - {{name: scanner-a-noisy, derive: {{from: scanner-a, shift: gaussian_noise, severity: 3, apply_to: test}}}}
   - name: all-digits              # all ten digits
     metric: macro_f1
     train_per_class: 32
@@ -84,15 +98,21 @@ tasks:
       - {{name: scanner-a, source: data/all-digits/scanner-a}}
       - {{name: scanner-b, source: data/all-digits/scanner-b}}
 
-strategies:                       # three modes; the two linear probes train as one batched op
+strategies:                       # all four modes; the two linear probes train as one batched op
+  - {{name: knn20,         mode: knn,     k: 20}}   # no training: a k-NN vote on the frozen features
   - {{name: linear-lr0.1,  mode: linear,  optimizer: sgd,   lr: 0.1,   epochs: 20, batch_size: 32}}
   - {{name: linear-lr0.03, mode: linear,  optimizer: sgd,   lr: 0.03,  epochs: 20, batch_size: 32}}
   - {{name: last-block,    mode: partial, optimizer: sgd,   lr: 0.05,  epochs: 8,  batch_size: 32, trainable_blocks: 1}}
   - {{name: full-adamw,    mode: full,    optimizer: adamw, lr: 0.001, epochs: 5,  batch_size: 32, weight_decay: 0.05}}
 seeds: [0, 1]
 
-alerts:                           # the default rules (drop, stale, incomplete) apply
+alerts:
   status_url: http://127.0.0.1:9775/
+  rules:                          # the default rules, and an early warning on LogME
+    - {{name: PersistenceDrop, kind: drop, baseline: rolling_median, window: 7, min_drop: 0.03, z: 3.0, resolve_runs: 2}}
+    - {{name: EvaluationStale, kind: stale, max_age: 24h, severity: critical}}
+    - {{name: GridIncomplete, kind: incomplete, min_coverage: 1.0, for_runs: 2}}
+    - {{name: TransferabilityDrop, kind: estimate_drop, estimators: [logme], window: 7, min_drop: 0.05, z: 3.0}}
   notifiers:
     - {{name: console, kind: log}}  # alerts appear in the daemon's log; add webhook/slack/… here
 """
@@ -187,6 +207,20 @@ def _write_workspace(root: Path, console: Console, pretrain_epochs: int) -> None
     console.print(
         f"[dim]· demo model pre-trained in {stats['seconds']:.0f}s "
         f"(hold-out accuracy on the digits 0-4: {stats['holdout_accuracy']:.1%})[/dim]"
+    )
+    with console.status("pre-training the candidate model (stronger drift augmentation)…"):
+        candidate = pretrain(
+            module_path,
+            FACTORY,
+            root / "models" / "digits-cnn-robust.safetensors",
+            pools,
+            epochs=pretrain_epochs,
+            seed=1,
+            augment_drift=1.2,
+        )
+    console.print(
+        f"[dim]· candidate model pre-trained in {candidate['seconds']:.0f}s "
+        f"(hold-out accuracy: {candidate['holdout_accuracy']:.1%})[/dim]"
     )
     config = root / DEFAULT_CONFIG_NAME
     config.write_text(

@@ -171,6 +171,8 @@ def plan_estimates(
     """Every `early_warning` estimate of every model on every dataset that has a snapshot.
 
     A model or dataset that cannot be had this run simply has no estimates (its cells say why).
+    Nor has a dataset derived with `apply_to: test`: its training split is its source's, so
+    every estimate (computed on the training split) would repeat the source's.
     """
     planned: list[PlannedEstimate] = []
     for model in settings.models:
@@ -180,7 +182,7 @@ def plan_estimates(
         for task in settings.tasks:
             for dataset in task.datasets:
                 snapshot = snapshots[(task.name, dataset.name)]
-                if isinstance(snapshot, Unavailable):
+                if isinstance(snapshot, Unavailable) or (dataset.derive and dataset.derive.apply_to == "test"):
                     continue
                 for estimator in settings.early_warning.estimators:
                     key = estimate_key(model, version, task, snapshot.digest, estimator)
