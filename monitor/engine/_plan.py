@@ -182,7 +182,9 @@ def plan_estimates(
         for task in settings.tasks:
             for dataset in task.datasets:
                 snapshot = snapshots[(task.name, dataset.name)]
-                if isinstance(snapshot, Unavailable) or (dataset.derive and dataset.derive.apply_to == "test"):
+                if isinstance(snapshot, Unavailable) or (
+                    dataset.derive and dataset.derive.apply_to == "test"
+                ):
                     continue
                 for estimator in settings.early_warning.estimators:
                     key = estimate_key(model, version, task, snapshot.digest, estimator)
