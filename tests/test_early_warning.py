@@ -15,6 +15,7 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from monitor.api import render_status_page
 from monitor.engine import InlineExecutor
 from monitor.engine._keys import strategy_fingerprint
 from monitor.engine.training._estimators import h_score, logme
@@ -230,6 +231,11 @@ def test_knn_cells_count_in_p_m_and_estimates_are_stored_and_reused(workspace):
         for e in model.estimates:
             labels = {"model": "cnn", "task": "digits", "dataset": "a", "estimator": e.estimator}
             assert registry.get_sample_value("persistence_transferability_score", labels) == e.value
+        # the status page (and the report, which renders it offline) shows them with their line
+        page = render_status_page(store, settings, None, [])
+        assert "transferability estimates on the frozen features" in page
+        (logme_value,) = [e.value for e in model.estimates if e.estimator == "logme"]
+        assert f"{logme_value:.4f}" in page and ">nn<" in page  # the knn column of the heat map
     finally:
         store.close()
 

@@ -193,11 +193,13 @@ class ExecutorSettings(_Strict):
     # torch.compile the training forward (compiled once per architecture and input shape); pays
     # off for long grids on GPUs, costs a compile per model version.
     compile: bool = False
-    # Numeric precision of training and feature extraction. "auto": bf16 autocast where the
-    # hardware computes bf16 natively (GPUs of compute capability 8.0 and newer; CPUs with
-    # AVX512-BF16 or AMX), fp32 elsewhere. "fp32" forces full precision everywhere (slower,
-    # closer to a plain PyTorch loop); "bf16" forces autocast even where bf16 is emulated (slow
-    # on CPUs; older GPUs may lack bf16 kernels). Stacked fine-tunes train in fp32 on CPUs.
+    # Numeric precision of training and feature extraction. "auto": bf16 autocast on GPUs that
+    # compute bf16 natively (compute capability 8.0 and newer), fp32 elsewhere, every CPU
+    # included (torch's oneDNN bf16 convolution backward was seen to return wrong gradients on
+    # an AVX512-BF16 CPU; README "Troubleshooting"). "fp32" forces full precision everywhere
+    # (slower, closer to a plain PyTorch loop); "bf16" forces autocast, CPUs included (slow
+    # where bf16 is emulated; older GPUs may lack bf16 kernels). Stacked fine-tunes train in
+    # fp32 on CPUs.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     # Worker processes when the device is the CPU: work groups run side by side and the cores are
     # shared among the busy ones (a lone group gets them all). "auto": 2 on machines with 2 or

@@ -80,9 +80,13 @@ def runtime_for(device: str, options: EngineOptions | None = None) -> Runtime:
     # Measured on a 2-core AVX512-BF16 CPU (ResNet-18, batch 32): bf16 autocast takes a full
     # fine-tune step from about 190 to about 130 ms at 64 px and a last-stage step from 51 to 44 ms;
     # at 32 px it is a wash (61 vs 58 ms). channels_last was slower for training at both sizes.
+    # Yet "auto" trains in fp32 on CPUs: on such a CPU, torch 2.14's oneDNN bf16 backward of a
+    # 3x3 stride-2 convolution on a 1x1 input (ResNet-18's layer4 at 16 px) returned wrong weight
+    # gradients in about half of the runs (norms of 1e12 instead of 10). A speed-up must never
+    # change the numbers: bf16 on a CPU is an explicit `precision: bf16`.
     return Runtime(
         dev,
-        _autocast_dtype(options.precision, cpu_has_native_bf16()),
+        _autocast_dtype(options.precision, native_bf16=False),
         channels_last=False,
         eval_batch=256,
         batch_finetunes=options.batch_finetunes == "always",
