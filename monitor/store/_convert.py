@@ -136,8 +136,9 @@ def trial_values(
     }
 
 
-def trial_result(row: TrialRow) -> TrialResult:
-    """The cached trial as the executor produced it."""
+def trial_result(row: TrialRow | Any, *, with_predictions: bool = True) -> TrialResult:
+    """The cached trial as the executor produced it; without its predictions (then `row` may be
+    a selected row that lacks the column)."""
     return TrialResult(
         key=row.key,
         seed=row.seed,
@@ -146,7 +147,7 @@ def trial_result(row: TrialRow) -> TrialResult:
         seconds=row.seconds,
         error=row.error,
         details=decode_details(row.details),
-        predictions=decode_predictions(row.predictions),
+        predictions=decode_predictions(row.predictions) if with_predictions else None,
     )
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from sqlalchemy import select
 
-from ..types import TrialResult, TrialStatus
-from ._convert import decode_details, trial_result, trial_values
+from ..types import TrialResult
+from ._convert import trial_result, trial_values
 from ._schema import RunRow, TrialRow, utcnow
 from ._sessions import Sessions
 
@@ -65,15 +65,7 @@ class TrialCache(Sessions):
                     select(*columns, TrialRow.error, TrialRow.details).where(TrialRow.key.in_(chunk))
                 )
                 for row in rows:
-                    found[row.key] = TrialResult(
-                        key=row.key,
-                        seed=row.seed,
-                        status=cast(TrialStatus, row.status),
-                        score=row.score,
-                        seconds=row.seconds,
-                        error=row.error,
-                        details=decode_details(row.details),
-                    )
+                    found[row.key] = trial_result(row, with_predictions=False)
         return found
 
     def save_trial(
