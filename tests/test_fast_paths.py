@@ -232,3 +232,40 @@ def test_under_autocast_stacked_batchnorm_computes_in_fp32_and_hands_back_bf16()
         hook.remove()
     spy.remove()
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in net.modules())
+
+
+def test_linear_features_come_from_the_partial_trials_cached_activations(tmp_path):
+    """Beside partial trials of a chain-shaped model, the linear probes' features are finished
+    from the partial trials' cached activations: the frozen prefix runs once per image for both,
+    and every probe scores as it does in a group of its own."""
+    from monitor.engine._messages import Result
+    from monitor.engine.training import ModelCache, run_group
+    from tests._engine import LINEAR, PARTIAL, engine_workspace, group
+
+    root, prepared = engine_workspace(tmp_path)
+    options = EngineOptions(precision="fp32")
+    alone = group(root, prepared, "python:tiny_exec:build", [LINEAR], seeds=(0, 1))
+    both = group(root, prepared, "python:tiny_exec:build", [LINEAR, PARTIAL], seeds=(0, 1))
+    cache = ModelCache()
+    backbone, chain = cache.get(alone, CPU)
+    assert chain is not None
+    first_unit = chain.units[0][1]
+    images: list[int] = []
+    first_unit.register_forward_pre_hook(lambda _m, args: images.append(args[0].shape[0]))
+    n = prepared[2].n_train + prepared[2].n_test
+
+    def collect(results: dict):
+        return lambda m: isinstance(m, Result) and results.__setitem__(m.result.key, m.result)
+
+    plain: dict = {}
+    run_group(alone, "cpu", collect(plain), cache=cache, options=options)
+    assert sum(images) == n  # the features: every image through the whole model
+    images.clear()
+    shared: dict = {}
+    run_group(both, "cpu", collect(shared), cache=cache, options=options)
+    # the prefix once for the cache and the features together (and one image: the cache's size probe)
+    assert sum(images) == n + 1
+    assert {k: r.status for k, r in shared.items()} == dict.fromkeys(shared, "ok") and len(shared) == 4
+    for key, result in plain.items():
+        assert shared[key].score == result.score
+        assert shared[key].details["final_loss"] == pytest.approx(result.details["final_loss"], rel=1e-4)

@@ -7,6 +7,7 @@ import gc
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import torch
@@ -109,11 +110,14 @@ def run_group(
         for t, shared in zip(group.trials, on_features, strict=True)
         if not shared and t.strategy.mode != "knn"
     ]
+    feeds = _Feeds(here, cache)
     if linear or knn or group.estimates:
         pace()
-        _run_on_features(here, linear, knn, list(group.estimates))
+        # With partial trials of a chain-shaped model, their cached activations are computed
+        # first and the features from them: the frozen prefix runs once for both.
+        _run_on_features(here, linear, knn, list(group.estimates), feeds.shared_activations(others))
     if others:
-        _run_finetunes(here, others, cache=cache, pace=pace, should_stop=should_stop or (lambda: False))
+        _run_finetunes(here, others, feeds, pace=pace, should_stop=should_stop or (lambda: False))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,15 +133,24 @@ class _Loaded:
 
 
 def _run_on_features(
-    here: _Loaded, linear: list[TrialSpec], knn: list[TrialSpec], estimates: list[EstimateSpec]
+    here: _Loaded,
+    linear: list[TrialSpec],
+    knn: list[TrialSpec],
+    estimates: list[EstimateSpec],
+    activations: Feed | None = None,
 ) -> None:
-    """Linear probes, knn cells and estimates on one pass of feature extraction (its time shared)."""
-    backbone, data, runtime, emit = here.backbone, here.data, here.runtime, here.emit
+    """Linear probes, knn cells and estimates on one pass of feature extraction (its time shared).
+
+    `activations`: cached activations of the group's partial trials, to finish the features from
+    (the rest of the chain in eval mode: what the whole model computes on the images).
+    """
+    data, runtime, emit = here.data, here.runtime, here.emit
     jobs: list[Job] = [*linear, *knn, *estimates]
     emit(Started(tuple(j.key for j in jobs)))
     try:
         start = time.perf_counter()
-        train_features, test_features = _features_with_retry(backbone, data, runtime)
+        feed = activations or image_feed(here.backbone, data)
+        train_features, test_features = _features_with_retry(feed, runtime)
         shared = (time.perf_counter() - start) / len(jobs)
     except Exception as exc:
         for job in jobs:
@@ -217,11 +230,56 @@ def _estimate(here: _Loaded, job: EstimateSpec, train_features: torch.Tensor, sh
     )
 
 
+class _Feeds:
+    """What a group's fine-tunes train on, built once and kept for all of them (`Feed`).
+
+    Images through the whole model; or, for `partial` trials of a chain-shaped model whose
+    frozen prefix computes the same thing every time (in eval mode, on plain images), the
+    activations cached at the input of their first trainable stage, one cache per depth.
+    """
+
+    def __init__(self, here: _Loaded, cache: ModelCache) -> None:
+        self._here, self._cache = here, cache
+        self._feeds: dict[int | None, Feed] = {}
+
+    def _depth(self, trial: TrialSpec) -> int | None:
+        s = trial.strategy
+        cacheable = s.mode == "partial" and s.bn == "frozen" and s.augment == "none"
+        return s.trainable_blocks if cacheable and self._here.chain is not None else None
+
+    def of(self, trial: TrialSpec) -> Feed:
+        blocks = self._depth(trial)
+        if blocks not in self._feeds:
+            here = self._here
+            feed = None
+            if blocks and here.chain is not None:
+                feed = activation_feed(here.backbone, here.chain, here.data, blocks, here.runtime)
+            if feed is None:
+                feed = image_feed(here.backbone, here.data)
+                if here.runtime.compile:
+                    feed.forward = self._cache.compiled(here.backbone)
+            self._feeds[blocks] = feed
+        return self._feeds[blocks]
+
+    def shared_activations(self, trials: list[TrialSpec]) -> Feed | None:
+        """The activation cache of the most common depth among `trials`, built now; None if none."""
+        depths = Counter(d for t in trials if (d := self._depth(t)))
+        if not depths:
+            return None
+        depth = depths.most_common(1)[0][0]
+        try:
+            feed = self.of(next(t for t in trials if self._depth(t) == depth))
+        except Exception as exc:  # the trials themselves will report it; the features go the plain way
+            log.warning("cached activations for %d stages failed: %s: %s", depth, type(exc).__name__, exc)
+            return None
+        return feed if feed.kind == "activations" else None
+
+
 def _run_finetunes(
     here: _Loaded,
     trials: list[TrialSpec],
+    feeds: _Feeds,
     *,
-    cache: ModelCache,
     pace: Callable[[], None],
     should_stop: Callable[[], bool],
 ) -> None:
@@ -231,32 +289,16 @@ def _run_finetunes(
     gets back afterwards. Between trials `should_stop()` ends the group early (shutdown: the
     rest is left for the resumed run).
     """
-    backbone, chain, data, runtime, emit = here.backbone, here.chain, here.data, here.runtime, here.emit
+    backbone, data, runtime, emit = here.backbone, here.data, here.runtime, here.emit
     metric = here.metric
     master = {k: v.detach().clone() for k, v in backbone.module.state_dict().items()}
-    feeds: dict[int | None, Feed] = {}
-
-    def feed_for(trial: TrialSpec) -> Feed:
-        # partial trials of a chain-shaped model train from activations cached per depth, when
-        # the frozen prefix computes the same thing every time: in eval mode, on plain images
-        s = trial.strategy
-        cacheable = s.mode == "partial" and s.bn == "frozen" and s.augment == "none"
-        blocks = s.trainable_blocks if cacheable else None
-        if blocks not in feeds:
-            feed = activation_feed(backbone, chain, data, blocks, runtime) if chain and blocks else None
-            if feed is None:
-                feed = image_feed(backbone, data)
-                if runtime.compile:
-                    feed.forward = cache.compiled(backbone)
-            feeds[blocks] = feed
-        return feeds[blocks]
 
     try:
         for stack in _stacks(trials, runtime):
             if should_stop():
                 return
             pace()
-            feed = feed_for(stack[0])
+            feed = feeds.of(stack[0])
             if len(stack) > 1:
                 emit(Started(tuple(t.key for t in stack)))
                 stacked = _run_batched(backbone, master, data, stack, metric, runtime, feed)
@@ -309,15 +351,13 @@ def _stamping(emit: Emit, stamp: dict[str, str]) -> Emit:
     return stamped
 
 
-def _features_with_retry(
-    backbone: Backbone, data: GroupData, runtime: Runtime
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features of the train and test images; out of memory halves the batch until it fits."""
+def _features_with_retry(feed: Feed, runtime: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of the train and test inputs; out of memory halves the batch until it fits."""
     while True:
         try:
             return (
-                extract_features(backbone.module, data, data.train_x, runtime),
-                extract_features(backbone.module, data, data.test_x, runtime),
+                extract_features(feed.forward, feed.prepare, feed.train, runtime),
+                extract_features(feed.forward, feed.prepare, feed.test, runtime),
             )
         except torch.cuda.OutOfMemoryError:
             if runtime.eval_batch <= 1:

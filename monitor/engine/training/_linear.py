@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -27,21 +27,27 @@ from ._device import Runtime
 from ._metrics import predictions_of, score_predictions
 from ._optim import init_head, schedule_of, stacked_optimizer
 from ._schedule import Schedule
-from ._tensors import GroupData
 
 __all__ = ["extract_features", "train_linear_heads"]
 
 
 @torch.no_grad()
 def extract_features(
-    module: torch.nn.Module, data: GroupData, images: torch.Tensor, runtime: Runtime
+    forward: torch.nn.Module,
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    runtime: Runtime,
 ) -> torch.Tensor:
-    """Backbone features [N, D] in float32, in eval mode, in chunks of `runtime.eval_batch`."""
-    module.eval()
+    """Features [N, D] in float32 of `forward(prepare(batch))`, in eval mode, `runtime.eval_batch` at a time.
+
+    `forward` is the backbone on normalised images (`prepare`: `GroupData.images`), or the part
+    of it after cached activations (`prepare`: nothing).
+    """
+    forward.eval()
     chunks = []
-    for start in range(0, images.shape[0], runtime.eval_batch):
+    for start in range(0, inputs.shape[0], runtime.eval_batch):
         with runtime.autocast():
-            chunks.append(module(data.images(images[start : start + runtime.eval_batch])).float())
+            chunks.append(forward(prepare(inputs[start : start + runtime.eval_batch])).float())
     return torch.cat(chunks)
 
 
