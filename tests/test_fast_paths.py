@@ -247,7 +247,7 @@ def test_linear_features_come_from_the_partial_trials_cached_activations(tmp_pat
     alone = group(root, prepared, "python:tiny_exec:build", [LINEAR], seeds=(0, 1))
     both = group(root, prepared, "python:tiny_exec:build", [LINEAR, PARTIAL], seeds=(0, 1))
     cache = ModelCache()
-    backbone, chain = cache.get(alone, CPU)
+    _, chain = cache.get(alone, CPU)
     assert chain is not None
     first_unit = chain.units[0][1]
     images: list[int] = []
