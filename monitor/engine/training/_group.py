@@ -248,7 +248,9 @@ class _Feeds:
         return s.trainable_blocks if cacheable and self._here.chain is not None else None
 
     def of(self, trial: TrialSpec) -> Feed:
-        blocks = self._depth(trial)
+        return self._at(self._depth(trial))
+
+    def _at(self, blocks: int | None) -> Feed:
         if blocks not in self._feeds:
             here = self._here
             feed = None
@@ -268,7 +270,7 @@ class _Feeds:
             return None
         depth = depths.most_common(1)[0][0]
         try:
-            feed = self.of(next(t for t in trials if self._depth(t) == depth))
+            feed = self._at(depth)
         except Exception as exc:  # the trials themselves will report it; the features go the plain way
             log.warning("cached activations for %d stages failed: %s: %s", depth, type(exc).__name__, exc)
             return None
